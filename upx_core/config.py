@@ -1,0 +1,123 @@
+"""Hyperparameters: what is shared by a batch of masks, and what each mask may set for itself.
+
+Defaults are the paper's (Sect. 4.1): Adam, lr 0.1, 200 iterations, lambda1 1.7, lambda2 3.0,
+beta 2, gamma 0.3, a 28 x 28 mask, Gaussian blur with sigma 5 and kernel size 11. Where the paper
+is silent (normalization of TV and L1, probability or log-probability, what a trial is) the
+defaults are the readings chosen in ``book/implementation-notes.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+MODES = ("baseline", "ftc", "fntc", "deletion")
+OBJECTIVES = ("prob", "log_prob")
+REDUCTIONS = ("mean", "sum")
+FTC_FORMS = ("mean", "vector")
+
+__all__ = ["MODES", "MaskSetting", "OptimConfig", "settings_grid"]
+
+
+def _check_nonneg(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class MaskSetting:
+    """What one mask of a batch optimizes: the mode, its trial seed and its regularizer weights.
+
+    mode: ``baseline`` (Eq. 3), ``ftc`` (Eq. 5), ``fntc`` (Eq. 7) or ``deletion`` (the
+    "meaningful perturbation" mask of Fong & Vedaldi, ref. [3]: minimize f_k(Q) + R_M).
+    seed: the trial. Trial ``s`` starts Adam from M0 = 1 - init_noise * U(0, 1), drawn from a
+    CPU generator seeded with ``s``, so the same seed gives the same mask on any batch layout.
+    target: a class index overriding the image's target for this mask (``None``: the image's).
+    """
+
+    mode: str = "ftc"
+    seed: int = 0
+    lambda1: float = 1.7
+    lambda2: float = 3.0
+    beta: float = 2.0
+    gamma: float = 0.3
+    target: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        for name in ("lambda1", "lambda2", "gamma"):
+            _check_nonneg(name, getattr(self, name))
+        if not isinstance(self.beta, (int, float)) or math.isnan(self.beta) or self.beta < 1:
+            raise ValueError(f"beta must be a number >= 1, got {self.beta!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """What all masks of one optimizer call share (they share one forward pass per iteration).
+
+    reduction: ``mean`` averages TV over the (m-1)^2 cells and L1 over the m^2 cells, ``sum``
+    is the paper's literal sum (784x larger for a 28 x 28 mask at the same lambdas).
+    objective: ``prob`` optimizes f_k as a softmax probability (the paper's text); ``log_prob``
+    its logarithm. ``init_noise``: 0 starts every trial at M = 1 (no perturbation), so all
+    trials coincide; > 0 makes trials differ by their seeded random start.
+    amp: ``"bf16"`` runs the classifier under bfloat16 autocast on CUDA; the mask, the blur and
+    every loss term stay float32. ``check_every``: how often the loop looks for NaN/Inf (a
+    host-device sync on CUDA).
+    """
+
+    iterations: int = 200
+    lr: float = 0.1
+    mask_size: int = 28
+    sigma: float = 5.0
+    kernel_size: int = 11
+    objective: str = "prob"
+    reduction: str = "mean"
+    ftc_form: str = "mean"
+    init_noise: float = 0.5
+    amp: str | None = None
+    channels_last: bool = False
+    check_every: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.iterations, int) or self.iterations <= 0:
+            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
+        if not isinstance(self.lr, (int, float)) or not (self.lr > 0) or math.isinf(self.lr):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.mask_size, int) or self.mask_size < 2:
+            raise ValueError(f"mask_size must be an integer >= 2, got {self.mask_size!r}")
+        if not isinstance(self.sigma, (int, float)) or not (self.sigma > 0):
+            raise ValueError(f"sigma must be > 0, got {self.sigma!r}")
+        ks = self.kernel_size
+        if not isinstance(ks, int) or ks <= 0 or ks % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {ks!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if self.ftc_form not in FTC_FORMS:
+            raise ValueError(f"ftc_form must be one of {FTC_FORMS}, got {self.ftc_form!r}")
+        if not isinstance(self.init_noise, (int, float)) or not (0 <= self.init_noise <= 1):
+            raise ValueError(f"init_noise must be in [0, 1], got {self.init_noise!r}")
+        if self.amp not in (None, "bf16"):
+            raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
+        if not isinstance(self.check_every, int) or self.check_every <= 0:
+            raise ValueError(f"check_every must be a positive integer, got {self.check_every!r}")
+
+    def replace(self, **changes) -> OptimConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def settings_grid(
+    modes: tuple[str, ...] | list[str] = ("ftc",),
+    seeds: tuple[int, ...] | list[int] = (0,),
+    **fixed,
+) -> list[MaskSetting]:
+    """Every (mode, seed) pair as a :class:`MaskSetting`, mode-major, with ``fixed`` fields."""
+    return [MaskSetting(mode=m, seed=s, **fixed) for m in modes for s in seeds]
+

@@ -1,0 +1,135 @@
+"""The paper's equations, one function each, in [0, 1] pixel space.
+
+Notation follows Kang, Jung, Lee: X is the image, h(X) its Gaussian blur, M the coarse mask
+(1 keeps a pixel, 0 replaces it by its blur), M' = Inp(M) the mask upsampled to the image,
+y = f'(.) the pre-softmax logits and f(.) = softmax(y) the class probabilities.
+Every function is batched over a leading dimension N (one entry per mask).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2.functional import gaussian_blur
+
+__all__ = [
+    "blur",
+    "upsample_mask",
+    "perturb",
+    "tv_norm",
+    "l1_norm",
+    "mask_penalty",
+    "ftc_penalty",
+    "fntc_penalty",
+]
+
+
+def blur(images: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> torch.Tensor:
+    """h(X) = g_{sigma,s}(X): Gaussian blur of a batch ``[N, C, H, W]`` (reflect padding).
+
+    torchvision's kernel is the paper's g_{sigma,s}; it is computed once per image by the
+    optimizer, not once per iteration, because X does not change.
+    """
+    return gaussian_blur(images, kernel_size=[kernel_size, kernel_size], sigma=[sigma, sigma])
+
+
+def upsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """M' = Inp(M): bilinear interpolation of a coarse mask ``[N, 1, m, m]`` to ``size``."""
+    return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+
+
+def perturb(images: torch.Tensor, blurred: torch.Tensor, mask_up: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: Q(X; M', h) = X * M' + h(X) * (1 - M').
+
+    ``mask_up`` is M' (already upsampled, ``[N, 1, H, W]``); M' = 1 gives X, M' = 0 gives h(X).
+    """
+    return images * mask_up + blurred * (1.0 - mask_up)
+
+
+def tv_norm(mask: torch.Tensor, beta: float | torch.Tensor = 2.0, reduction: str = "mean"):
+    """Total variation of Eq. 3, per mask.
+
+    TV_beta(M) = sum_{i,j} ( |M_{i+1,j} - M_{i,j}|^beta + |M_{i,j+1} - M_{i,j}|^beta )^(1/beta)
+
+    taken over the (m-1) x (m-1) cells where both differences exist. The paper writes the
+    differences without absolute values; we take them so that odd or fractional beta stay real.
+    ``reduction="mean"`` divides by the number of cells (see the implementation notes: with the
+    paper's lambda1 = 1.7 a summed TV freezes the mask); ``"sum"`` is the paper's literal form.
+    The 1/beta root is taken only where the inner sum is positive, so a flat mask has TV 0 and a
+    finite (zero) gradient instead of the NaN of d/dx sqrt(x) at 0.
+    """
+    beta_t = torch.as_tensor(beta, dtype=mask.dtype, device=mask.device).reshape(-1, 1, 1, 1)
+    dy = (mask[..., 1:, :-1] - mask[..., :-1, :-1]).abs()
+    dx = (mask[..., :-1, 1:] - mask[..., :-1, :-1]).abs()
+    inner = dy.pow(beta_t) + dx.pow(beta_t)
+    positive = inner > 0
+    tiny = torch.finfo(mask.dtype).tiny
+    root = torch.where(positive, inner.clamp_min(tiny).pow(1.0 / beta_t), torch.zeros_like(inner))
+    return _reduce(root, reduction)
+
+
+def l1_norm(mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """||1 - M||_1 of Eq. 3, per mask: the amount of blurring. ``"sum"`` is the paper's form."""
+    return _reduce((1.0 - mask).abs(), reduction)
+
+
+def mask_penalty(
+    mask: torch.Tensor,
+    lambda1: float | torch.Tensor = 1.7,
+    lambda2: float | torch.Tensor = 3.0,
+    beta: float | torch.Tensor = 2.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Eq. 3: R_M = lambda1 * TV_beta(M) + lambda2 * ||1 - M||_1, per mask ``[N]``."""
+    return lambda1 * tv_norm(mask, beta, reduction) + lambda2 * l1_norm(mask, reduction)
+
+
+def ftc_penalty(
+    logits: torch.Tensor,
+    logits_clean: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float | torch.Tensor = 0.3,
+    form: str = "mean",
+) -> torch.Tensor:
+    """Eq. 4: R_F-TC = gamma * || 1/(N-1) sum_{i != k} ( f'_i(Q) - f'_i(X) ) ||_2, per mask.
+
+    Penalizes moving the non-target logits, so the target probability can rise only through the
+    target's own logit ("factors for the target class"). ``form="mean"`` is the literal reading:
+    the sum sits inside the norm, so the norm is the absolute mean shift of the N - 1 non-target
+    logits. ``form="vector"`` reads it as gamma/(N-1) times the L2 norm of the vector of shifts,
+    which also stops non-target logits from moving in opposite directions.
+    """
+    diff = logits - logits_clean
+    keep = torch.ones_like(diff).scatter_(1, target.view(-1, 1), 0.0)
+    n_other = diff.shape[1] - 1
+    if form == "mean":
+        value = ((diff * keep).sum(dim=1) / n_other).abs()
+    elif form == "vector":
+        value = (diff * keep).norm(dim=1) / n_other
+    else:
+        raise ValueError(f"ftc form must be 'mean' or 'vector', got {form!r}")
+    return gamma * value
+
+
+def fntc_penalty(
+    logits: torch.Tensor,
+    logits_clean: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float | torch.Tensor = 0.3,
+) -> torch.Tensor:
+    """Eq. 6: R_F-NTC = gamma * || f'_k(Q) - f'_k(X) ||_2, per mask.
+
+    Penalizes moving the target's own logit, so the target probability can rise only by
+    lowering the other classes ("factors for non-target classes").
+    """
+    idx = target.view(-1, 1)
+    return gamma * (logits.gather(1, idx) - logits_clean.gather(1, idx)).abs().squeeze(1)
+
+
+def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    flat = values.flatten(1)
+    if reduction == "mean":
+        return flat.mean(dim=1)
+    if reduction == "sum":
+        return flat.sum(dim=1)
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")

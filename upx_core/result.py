@@ -1,0 +1,114 @@
+"""What an optimizer run returns: masks, probabilities and the full record of how they came."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from .config import MaskSetting, OptimConfig
+from .equations import upsample_mask
+
+__all__ = ["TERMS", "UPXResult"]
+
+TERMS = ("objective", "tv", "l1", "reg", "total", "prob")
+
+
+@dataclass
+class UPXResult:
+    """Masks for B images x K settings; tensors are on the CPU, indexed ``[b, k, ...]``.
+
+    masks: coarse masks M, ``[B, K, 1, m, m]`` (1 keeps a pixel, 0 blurs it).
+    targets: the class k each mask raised, ``[B, K]``.
+    probs_before: softmax of the clean image, ``[B, C]``; probs_after: of Q, ``[B, K, C]``.
+    history: loss terms per iteration, ``[T, B, K, len(TERMS)]`` (before each Adam step).
+    perturbed: Q(X; M', h), ``[B, K, 3, H, W]``, when the run kept them.
+    config and settings: everything needed to run it again.
+    """
+
+    config: OptimConfig
+    settings: list[MaskSetting]
+    targets: torch.Tensor
+    masks: torch.Tensor
+    probs_before: torch.Tensor
+    probs_after: torch.Tensor
+    history: torch.Tensor
+    image_size: tuple[int, int]
+    perturbed: torch.Tensor | None = None
+    categories: list[str] | None = None
+    device: str = "cpu"
+
+    @classmethod
+    def build(cls, *, masks, history, probs_after, perturbed, targets, settings, **kw):
+        b, k = targets.shape
+        return cls(
+            masks=masks.view(b, k, *masks.shape[1:]),
+            history=history.view(history.shape[0], b, k, history.shape[-1]),
+            probs_after=probs_after.view(b, k, -1),
+            perturbed=None if perturbed is None else perturbed.view(b, k, *perturbed.shape[1:]),
+            targets=targets,
+            settings=list(settings),
+            **kw,
+        )
+
+    @property
+    def masks_upsampled(self) -> torch.Tensor:
+        """M' = Inp(M) at the image size, ``[B, K, 1, H, W]``."""
+        b, k = self.targets.shape
+        up = upsample_mask(self.masks.flatten(0, 1), self.image_size)
+        return up.view(b, k, 1, *self.image_size)
+
+    @property
+    def undesirable(self) -> torch.Tensor:
+        """The map of undesirable pixels, 1 - M', ``[B, K, 1, H, W]`` (1: fully blurred)."""
+        return 1.0 - self.masks_upsampled
+
+    @property
+    def prob_before(self) -> torch.Tensor:
+        """f_k(X) for each mask's target, ``[B, K]``."""
+        b, k = self.targets.shape
+        return self.probs_before.unsqueeze(1).expand(b, k, -1).gather(
+            2, self.targets.unsqueeze(2)).squeeze(2)
+
+    @property
+    def prob_after(self) -> torch.Tensor:
+        """f_k(Q(X; M', h)) for each mask's target, ``[B, K]``."""
+        return self.probs_after.gather(2, self.targets.unsqueeze(2)).squeeze(2)
+
+    def top5_before(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities, indices) of the clean image's top 5, each ``[B, 5]``."""
+        return self.probs_before.topk(5, dim=-1)
+
+    def top5_after(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities, indices) of the perturbed image's top 5, each ``[B, K, 5]``."""
+        return self.probs_after.topk(5, dim=-1)
+
+    def term(self, name: str) -> torch.Tensor:
+        """One loss term over the iterations, ``[T, B, K]``; ``name`` from :data:`TERMS`."""
+        if name not in TERMS:
+            raise ValueError(f"unknown term {name!r}; one of {', '.join(TERMS)}")
+        return self.history[..., TERMS.index(name)]
+
+    def class_name(self, index: int) -> str:
+        return self.categories[index] if self.categories else str(index)
+
+    def _named(self, probs: torch.Tensor, indices: torch.Tensor) -> list[list]:
+        return [[self.class_name(int(i)), float(p)] for p, i in zip(probs, indices, strict=True)]
+
+    def describe(self, b: int = 0, k: int = 0) -> dict:
+        """A JSON-ready summary of mask (b, k): class, probabilities, top-5s, config."""
+        pb, ib = self.top5_before()
+        pa, ia = self.top5_after()
+        t = int(self.targets[b, k])
+        return {
+            "target": t,
+            "target_name": self.class_name(t),
+            "prob_before": float(self.prob_before[b, k]),
+            "prob_after": float(self.prob_after[b, k]),
+            "top5_before": self._named(pb[b], ib[b]),
+            "top5_after": self._named(pa[b, k], ia[b, k]),
+            "setting": dataclasses.asdict(self.settings[k]),
+            "config": self.config.to_dict(),
+            "device": self.device,
+        }
