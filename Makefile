@@ -1,0 +1,59 @@
+# The two README commands: `make test` and `make book`.
+#
+# pip (not uv) installs into .venv: pip resolves torch==2.14.1 / torchvision==0.29.1 from the
+# local disk on this project's machines.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON3 ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.upx-installed
+
+# Sample ImageNet images. Unset (e.g. on GitHub Actions) means upx_core fetches them upstream,
+# so only default it when the shared folder is actually there.
+ifeq ($(origin UPX_DATA_DIR),undefined)
+ifneq ($(wildcard ../shared/imagenet-samples/.),)
+UPX_DATA_DIR := $(abspath ../shared/imagenet-samples)
+endif
+endif
+ifdef UPX_DATA_DIR
+export UPX_DATA_DIR
+endif
+
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: venv test book clean chromium
+
+venv: $(STAMP)
+
+# Reinstall only when the dependency list changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON3) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[test,book]'
+	touch $@
+
+# Debian's chromium drives the headless browser test (playwright never downloads a browser here).
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+		else \
+			echo "warning: $(CHROMIUM) missing and cannot apt-get it; browser tests will skip" >&2; \
+		fi; \
+	fi
+
+test: venv chromium
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+book: venv
+	@start=$$(date +%s); \
+	rc=0; $(BIN)/jupyter-book build . -W -n --keep-going || rc=$$?; \
+	echo "book build wall time: $$(( $$(date +%s) - start )) s (exit $$rc)"; \
+	exit $$rc
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
