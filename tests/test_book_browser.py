@@ -1,0 +1,262 @@
+"""Headless-browser checks of the built book (_build/html).
+
+The book is served from 127.0.0.1 and opened in Debian's chromium through Playwright
+(`playwright install` is never run: it downloads a browser, which cannot work offline).
+Checks: every page in _toc.yml loads; notebook chapters show a loaded figure and no error
+output; the explore chapter's slider switches images in the static page; and no page asks
+any host but localhost for anything (the widget and math JavaScript are vendored in
+book/widgets-js/).
+
+Skips when the book has not been built: `make test` runs before `make book`, so `.ci/run`
+runs `pytest -m browser` again once the book exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+CHROMIUM = Path("/usr/bin/chromium")
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+# Known, harmless upstream noise: with jupyter-book 1.0.4 + sphinx-thebe 0.3.1 every page
+# carries the thebe config script twice, so the second `const THEBE_JS_URL` throws. Thebe
+# (live code) is off in _config.yml, so nothing uses it.
+IGNORED_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
+EXPLORE = "notebooks/08_explore"
+CASE_STUDY = "notebooks/04_elephants"
+
+
+def _toc_files() -> list[str]:
+    """Every document in _toc.yml (root, chapters, parts, sections), in order."""
+    toc_path = ROOT / "_toc.yml"
+    if not toc_path.exists():
+        return []
+    import yaml
+
+    toc = yaml.safe_load(toc_path.read_text())
+    found: list[str] = [toc["root"]]
+
+    def walk(entries: list[dict]) -> None:
+        for entry in entries or []:
+            if "file" in entry:
+                found.append(entry["file"])
+            for key in ("chapters", "sections", "parts"):
+                walk(entry.get(key, []))
+
+    for key in ("chapters", "parts"):
+        walk(toc.get(key, []))
+    return [f.removesuffix(".md").removesuffix(".ipynb") for f in found]
+
+
+TOC_FILES = _toc_files()
+NOTEBOOK_FILES = [f for f in TOC_FILES if (ROOT / f"{f}.ipynb").exists()]
+
+
+@pytest.fixture(scope="session")
+def book_dir() -> Path:
+    if not (HTML / "index.html").exists():
+        pytest.skip(f"no built book at {HTML}/index.html: run `make book` first")
+    return HTML
+
+
+@pytest.fixture(scope="session")
+def base_url(book_dir: Path) -> Iterator[str]:
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(book_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser(book_dir: Path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} missing (`make test` installs Debian's chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="session")
+def shot_dir() -> Path:
+    d = Path(os.environ.get("UPX_SCREENSHOT_DIR") or ROOT / "_build" / "screenshots")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+class Visit:
+    """One page in a fresh browser context, with every request and failure it caused."""
+
+    def __init__(self, browser, url: str):
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.bad_responses: list[str] = []
+        self.failed: list[str] = []
+        self.js_errors: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on(
+            "response",
+            lambda r: self.bad_responses.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+        )
+        self.page.on("requestfailed", lambda r: self.failed.append(f"{r.failure} {r.url}"))
+        self.page.on(
+            "pageerror",
+            lambda e: None if str(e) in IGNORED_JS_ERRORS else self.js_errors.append(str(e)),
+        )
+        self.response = self.page.goto(url, wait_until="networkidle")
+
+    def foreign_requests(self) -> list[str]:
+        """Requests to any host but this machine (data: and blob: URLs have none)."""
+        out = []
+        for url in self.requests:
+            parsed = urlparse(url)
+            if parsed.scheme in ("data", "blob", "about"):
+                continue
+            if parsed.hostname not in LOCAL_HOSTS:
+                out.append(url)
+        return out
+
+    def assert_clean(self) -> None:
+        assert not self.foreign_requests(), "the page reached beyond localhost (CDN?)"
+        assert not self.bad_responses, f"HTTP errors: {self.bad_responses}"
+        assert not self.failed, f"failed requests: {self.failed}"
+        assert not self.js_errors, f"JavaScript errors: {self.js_errors}"
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def visit(browser, base_url):
+    opened: list[Visit] = []
+
+    def _open(doc: str) -> Visit:
+        v = Visit(browser, f"{base_url}/{doc}.html")
+        opened.append(v)
+        return v
+
+    yield _open
+    for v in opened:
+        v.close()
+
+
+def _wait_for_loaded_output_image(page) -> None:
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.cell_output img')]
+                 .some(img => img.complete && img.naturalWidth > 0)""",
+        timeout=20_000,
+    )
+
+
+def _visible_output_image_srcs(page) -> list[str]:
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.cell_output img')]
+                 .filter(img => img.checkVisibility() && img.getBoundingClientRect().width > 0)
+                 .map(img => img.src)"""
+    )
+
+
+def test_toc_has_pages():
+    assert TOC_FILES, "_toc.yml lists no pages"
+    assert EXPLORE in TOC_FILES and CASE_STUDY in TOC_FILES
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
+def test_toc_page_loads(visit, doc):
+    v = visit(doc)
+    assert v.response is not None and v.response.status == 200
+    assert v.page.title().strip(), f"{doc}.html has no <title>"
+    assert v.page.locator("main h1").count() >= 1, f"{doc}.html has no heading"
+    if v.page.locator("main .math").count():
+        # MathJax (vendored, _static/mathjax/) typesets; its fonts load from _static/ too.
+        v.page.wait_for_selector("main mjx-container", timeout=20_000)
+        v.page.wait_for_load_state("networkidle")
+    v.assert_clean()
+
+
+@pytest.mark.parametrize("doc", NOTEBOOK_FILES)
+def test_notebook_chapter_has_figure_and_no_errors(visit, doc):
+    v = visit(doc)
+    page = v.page
+    _wait_for_loaded_output_image(page)
+    assert page.locator(".output.traceback").count() == 0, f"{doc}: a cell output is a traceback"
+    for text in page.locator(".cell_output").all_inner_texts():
+        assert "Traceback" not in text, f"{doc}: traceback in a cell output:\n{text[:2000]}"
+    for text in page.locator(".output.stderr").all_inner_texts():
+        assert "Error" not in text, f"{doc}: error on stderr:\n{text[:2000]}"
+    v.assert_clean()
+
+
+def test_case_study_screenshot(visit, shot_dir):
+    v = visit(CASE_STUDY)
+    _wait_for_loaded_output_image(v.page)
+    v.page.screenshot(path=str(shot_dir / "case_study_04_elephants.png"), full_page=True)
+    v.assert_clean()
+
+
+def test_explore_slider_switches_image(visit, shot_dir):
+    v = visit(EXPLORE)
+    page = v.page
+    # The widget state embedded in the page is rendered by the vendored embed-amd.js.
+    page.wait_for_selector(".cell_output .jupyter-widgets .widget-slider", timeout=20_000)
+    _wait_for_loaded_output_image(page)
+
+    before = _visible_output_image_srcs(page)
+    assert len(before) == 1, f"expected exactly one visible image in the stack, saw {before}"
+    slider = page.locator(".cell_output .widget-slider").first
+    widget_output = page.locator(".cell_output", has=page.locator(".widget-slider")).first
+    widget_output.scroll_into_view_if_needed()
+    widget_output.screenshot(path=str(shot_dir / "explore_before.png"))
+
+    handle = slider.locator(".noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    page.wait_for_function(
+        """(old) => {
+             const vis = [...document.querySelectorAll('.cell_output img')]
+               .filter(img => img.checkVisibility() && img.getBoundingClientRect().width > 0);
+             return vis.length === 1 && vis[0].src !== old && vis[0].naturalWidth > 0;
+           }""",
+        arg=before[0],
+        timeout=10_000,
+    )
+    after = _visible_output_image_srcs(page)
+    widget_output.screenshot(path=str(shot_dir / "explore_after.png"))
+    assert after != before
+    readout = slider.locator(".widget-readout").first
+    if readout.count():
+        assert readout.inner_text().strip() == "1"
+    v.assert_clean()
