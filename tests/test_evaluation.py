@@ -1,0 +1,294 @@
+"""The Table 1/2 protocol: image selection, rows, Eq. 8, resume, atomic CSV, random baseline.
+
+Most checks use a tiny convolutional classifier on 64 x 64 crops (fast on two busy cores); the
+protocol's own check runs EfficientNet-Lite0 with its shipped weights on 2 images x {F-TC,
+F-NTC} for 3 iterations.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from upx_core import OptimConfig, load_image, load_model, sample_path
+from upx_core import evaluation as ev
+from upx_core.data import sample_filenames
+from upx_core.evaluation import (
+    COLUMNS,
+    random_mask_like,
+    run_evaluation,
+    select_images,
+    summary_table,
+)
+from upx_core.models import Classifier
+
+DATA = Path(os.environ.get("UPX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared"
+                           / "imagenet-samples"))
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="no sample images (UPX_DATA_DIR)")
+pytestmark = needs_data
+
+TINY = OptimConfig(iterations=3)
+
+
+def tiny_model() -> Classifier:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 1000))
+    return Classifier(net, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), input_size=64,
+                      resize_size=72, name="tiny")
+
+
+class CountingModel:
+    """Counts forward calls of a module through a hook."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.calls = 0
+        self.handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, *_):
+        self.calls += 1
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --- select_images ---------------------------------------------------------------------------
+
+def test_select_images_is_seeded_sorted_and_distinct():
+    a = select_images(50, seed=3)
+    assert a == select_images(50, seed=3)
+    assert a == sorted(a) and len(set(a)) == 50 and all(0 <= i < 1000 for i in a)
+    assert a != select_images(50, seed=4)
+    assert select_images(1000) == list(range(1000))
+    assert select_images(0) == []
+    assert select_images(5, total=5) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="cannot select"):
+        select_images(1001)
+    with pytest.raises(ValueError):
+        select_images(-1)
+
+
+# --- the protocol on the real model ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lite0_run(tmp_path_factory):
+    model = load_model("efficientnet_lite0")
+    out = tmp_path_factory.mktemp("lite0") / "eval.csv"
+    df = run_evaluation(model, [101, 1], modes=("ftc", "fntc"), config=TINY, out_csv=out,
+                        device="cpu", progress=False, batch_images=2)
+    return model, out, df
+
+
+def test_rows_columns_targets_and_eq8(lite0_run):
+    model, out, df = lite0_run
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 4
+    assert list(zip(df.image_index, df["mode"], df.seed, strict=True)) == [
+        (1, "ftc", 0), (1, "fntc", 0), (101, "ftc", 0), (101, "fntc", 0)]
+    assert (df.file == [sample_filenames()[i] for i in df.image_index]).all()
+    assert (df.model == "efficientnet_lite0").all() and (df.iterations == 3).all()
+    # The target is h of Eq. 8: the clean image's top class, with its probability before.
+    for i in (1, 101):
+        with torch.no_grad():
+            p = torch.softmax(model(load_image(sample_path(i)).unsqueeze(0)), dim=1)[0]
+        rows = df[df.image_index == i]
+        assert (rows.target == int(p.argmax())).all()
+        assert (rows.target_name == model.categories[int(p.argmax())]).all()
+        assert rows.prob_before.to_numpy() == pytest.approx(float(p.max()), abs=1e-5)
+    # relative_improvement is Eq. 8 of the row's own probabilities.
+    eq8 = (df.prob_after - df.prob_before) / (1 - df.prob_before) * 100
+    assert df.relative_improvement.to_numpy() == pytest.approx(eq8.to_numpy(), rel=1e-9)
+    assert df.ratio.between(0, 1).all()
+    # The CSV holds the same rows, numbers exactly (repr round trip).
+    disk = pd.read_csv(out)
+    pd.testing.assert_frame_equal(disk[["prob_before", "prob_after", "ratio"]],
+                                  df[["prob_before", "prob_after", "ratio"]])
+
+
+def test_resume_on_a_complete_csv_never_calls_the_model(lite0_run, capsys):
+    model, out, df = lite0_run
+    mtime = out.stat().st_mtime_ns
+    counter = CountingModel(model)
+    try:
+        again = run_evaluation(model, [1, 101], modes=("ftc", "fntc"), config=TINY,
+                               out_csv=out, device="cpu", progress=True)
+    finally:
+        counter.handle.remove()
+    assert counter.calls == 0
+    assert out.stat().st_mtime_ns == mtime
+    assert "0 of 4 rows (0 images) to do" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(again, pd.read_csv(out, keep_default_na=False))
+
+
+# --- resume, atomic writes, errors (tiny model) ----------------------------------------------
+
+def test_resume_computes_only_the_missing_rows(tmp_path, monkeypatch):
+    model, out = tiny_model(), tmp_path / "e.csv"
+    first = run_evaluation(model, [3], config=TINY, out_csv=out, device="cpu", progress=False)
+    calls = []
+    real = ev.optimize_masks
+
+    def spy(model, images, **kw):
+        calls.append((images.shape[0], [(s.mode, s.seed) for s in kw["settings"]]))
+        return real(model, images, **kw)
+
+    monkeypatch.setattr(ev, "optimize_masks", spy)
+    df = run_evaluation(model, [3, 7], config=TINY, out_csv=out, device="cpu", progress=False,
+                        seeds=(0, 1))
+    # image 3 has (ftc, 0) and (fntc, 0) already: only seed 1 is run for it, in a batch of
+    # its own; image 7 needs all four.
+    assert len(df) == 8 and len(pd.read_csv(out)) == 8
+    assert not df.duplicated(subset=["image_index", "mode", "seed"]).any()
+    assert calls == [(1, [("ftc", 1), ("fntc", 1)]),
+                     (1, [("ftc", 0), ("ftc", 1), ("fntc", 0), ("fntc", 1)])]
+    old = df[(df.image_index == 3) & (df.seed == 0)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, first, check_dtype=False)
+
+
+def test_resume_false_starts_afresh(tmp_path):
+    model, out = tiny_model(), tmp_path / "e.csv"
+    run_evaluation(model, [3, 4], config=TINY, out_csv=out, device="cpu", progress=False)
+    run_evaluation(model, [5], config=TINY, out_csv=out, device="cpu", progress=False,
+                   resume=False)
+    assert sorted(pd.read_csv(out).image_index.unique()) == [5]
+
+
+def test_resume_refuses_another_config(tmp_path):
+    model, out = tiny_model(), tmp_path / "e.csv"
+    run_evaluation(model, [3], config=TINY, out_csv=out, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="iterations"):
+        run_evaluation(model, [3], config=OptimConfig(iterations=4), out_csv=out,
+                       device="cpu", progress=False)
+    with pytest.raises(ValueError, match="threshold"):
+        run_evaluation(model, [3], config=TINY, out_csv=out, device="cpu", progress=False,
+                       threshold=0.5)
+
+
+def test_a_crash_in_batch_two_leaves_batch_one_whole(tmp_path):
+    # A data folder whose third image (the second batch) is a truncated JPEG.
+    data = tmp_path / "data"
+    data.mkdir()
+    names = sample_filenames()
+    for i in (10, 11, 12):
+        shutil.copy(DATA / names[i], data / names[i])
+    (data / names[12]).write_bytes((DATA / names[12]).read_bytes()[:300])
+    out = tmp_path / "out" / "e.csv"
+    with pytest.raises(ValueError, match="cannot decode|not an image"):
+        run_evaluation(tiny_model(), [10, 11, 12], config=TINY, out_csv=out, device="cpu",
+                       progress=False, batch_images=2, data_root=data)
+    df = pd.read_csv(out)
+    assert sorted(set(df.image_index)) == [10, 11] and len(df) == 4
+    assert _files(out.parent) == ["e.csv"]  # no temporary file left behind
+
+
+def test_a_crash_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
+    out = tmp_path / "e.csv"
+    model = tiny_model()
+    run_evaluation(model, [10], config=TINY, out_csv=out, device="cpu", progress=False)
+    before = out.read_bytes()
+    real = pd.DataFrame.to_csv
+
+    def half_then_fail(self, fh, **kw):
+        real(self.iloc[:1], fh, **kw)  # part of the new file reaches the disk ...
+        raise OSError("disk full")  # ... and then the write fails
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        run_evaluation(model, [10, 11], config=TINY, out_csv=out, device="cpu",
+                       progress=False)
+    assert out.read_bytes() == before
+    assert _files(tmp_path) == ["e.csv"]
+
+
+def test_bad_arguments():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="needs 'ftc'"):
+        run_evaluation(model, [1], modes=("fntc", "random"), progress=False)
+    with pytest.raises(ValueError, match="unknown mode"):
+        run_evaluation(model, [1], modes=("ftc", "nope"), progress=False)
+    with pytest.raises(ValueError, match="out of range"):
+        run_evaluation(model, [1, 1000], progress=False)
+    with pytest.raises(ValueError, match="duplicates"):
+        run_evaluation(model, [1, 1], progress=False)
+    with pytest.raises(ValueError, match="batch_images"):
+        run_evaluation(model, [1], batch_images=0, progress=False)
+
+
+# --- the random baseline ---------------------------------------------------------------------
+
+def test_random_mask_keeps_the_histogram():
+    up = torch.rand(1, 64, 64) ** 3
+    r = random_mask_like(up, torch.Generator().manual_seed(0), 28)
+    assert r.shape == up.shape
+    assert torch.equal(r.flatten().sort().values, up.flatten().sort().values)
+    assert not torch.equal(r, up)
+    again = random_mask_like(up, torch.Generator().manual_seed(0), 28)
+    assert torch.equal(r, again)
+
+
+def test_random_rows_match_the_ftc_area(tmp_path):
+    # A start M0 in [0, 1] and small steps, so that the F-TC masks have pixels above 0.3.
+    cfg = OptimConfig(iterations=2, init_noise=1.0, lr=0.01)
+    kw = dict(modes=("ftc", "random"), seeds=(0, 1), config=cfg, threshold=0.3, device="cpu",
+              progress=False)
+    df = run_evaluation(tiny_model(), [20, 21, 22], batch_images=2, **kw)
+    assert len(df) == 12
+    ftc = df[df["mode"] == "ftc"].reset_index(drop=True)
+    rnd = df[df["mode"] == "random"].reset_index(drop=True)
+    assert (ftc.ratio > 0).all()
+    # Tolerance: one coarse cell, (64/28)^2 pixels of the 64 x 64 image; the rank matching of
+    # random_mask_like makes the two counts exactly equal, so this never needs its slack.
+    cell = (64 / 28) ** 2 / (64 * 64)
+    assert (rnd.ratio - ftc.ratio).abs().max() <= cell
+    assert (rnd.ratio == ftc.ratio).all()
+    assert (rnd.target == ftc.target).all() and (rnd.prob_before == ftc.prob_before).all()
+    assert (rnd.prob_after != ftc.prob_after).all()
+    eq8 = (rnd.prob_after - rnd.prob_before) / (1 - rnd.prob_before) * 100
+    assert rnd.relative_improvement.to_numpy() == pytest.approx(eq8.to_numpy(), rel=1e-9)
+    # The same numbers whatever the batch layout (seeded per image and trial).
+    df1 = run_evaluation(tiny_model(), [20, 21, 22], batch_images=3, **kw)
+    cols = ["prob_after", "ratio"]
+    pd.testing.assert_frame_equal(df1[cols], df[cols], atol=1e-5, rtol=0)
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+def test_summary_table_layout():
+    df = pd.DataFrame({
+        "model": ["m"] * 4 + ["n"] * 2,
+        "mode": ["ftc", "fntc", "ftc", "fntc", "ftc", "fntc"],
+        "image_index": [1, 1, 2, 2, 1, 1],
+        "relative_improvement": [10.0, 20.0, 30.0, 40.0, 1.0, 2.0],
+        "ratio": [0.01, 0.02, 0.03, 0.04, 0.1, 0.2],
+    })
+    t = summary_table(df)
+    assert list(t.index) == ["m", "n"]
+    assert list(t.columns) == [("phi", "ftc"), ("phi", "fntc"), ("ratio", "ftc"),
+                               ("ratio", "fntc"), ("n", "ftc"), ("n", "fntc")]
+    assert t.loc["m", ("phi", "ftc")] == 20.0 and t.loc["m", ("phi", "fntc")] == 30.0
+    assert t.loc["m", ("ratio", "fntc")] == pytest.approx(0.03)
+    assert t.loc["m", ("n", "ftc")] == 2 and t.loc["n", ("n", "fntc")] == 1
+
+
+def test_single_process_run_folds_in_parts_of_a_stopped_torchrun(tmp_path):
+    out, model = tmp_path / "e.csv", tiny_model()
+    run_evaluation(model, [30, 31], config=TINY, out_csv=out, device="cpu", progress=False)
+    full = pd.read_csv(out, keep_default_na=False)
+    # as if rank 1 of a stopped run had written image 31 and the merge never happened
+    full[full.image_index == 31].to_csv(ev.part_path(out, 1), index=False)
+    full[full.image_index == 30].to_csv(out, index=False)
+    counter = CountingModel(model)
+    df = run_evaluation(model, [30, 31], config=TINY, out_csv=out, device="cpu",
+                        progress=False)
+    counter.handle.remove()
+    assert counter.calls == 0
+    assert _files(tmp_path) == ["e.csv"]
+    pd.testing.assert_frame_equal(pd.read_csv(out, keep_default_na=False), full)
+    assert len(df) == 4
