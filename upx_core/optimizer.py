@@ -8,6 +8,7 @@ shares the batch does not change a result beyond floating-point reassociation in
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -18,7 +19,16 @@ from .config import MODES, MaskSetting, OptimConfig
 from .equations import blur, fntc_penalty, ftc_penalty, l1_norm, perturb, tv_norm, upsample_mask
 from .result import TERMS, UPXResult
 
-__all__ = ["optimize_masks", "resolve_device", "frozen", "initial_mask", "objective_terms"]
+__all__ = [
+    "optimize_masks",
+    "resolve_device",
+    "frozen",
+    "channels_last_weights",
+    "suggest_batch_size",
+    "batch_from_memory",
+    "initial_mask",
+    "objective_terms",
+]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -53,6 +63,99 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
         for m, training in modes:
             m.training = training
+
+
+@contextlib.contextmanager
+def channels_last_weights(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """The model's 4-D weights and buffers in channels-last memory order for the duration.
+
+    Convolutions whose input and weight are both channels-last run NHWC kernels (cuDNN's tensor
+    core kernels, oneDNN's on the CPU) without a layout conversion per call. Only tensors that
+    were plainly contiguous are converted, and exactly those are made contiguous again on exit:
+    the values never change (the weights are frozen), only their strides, and the caller gets
+    the model back in the memory format it gave.
+    """
+    converted = []
+    if enabled:
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if (t.dim() == 4 and t.is_contiguous()
+                    and not t.is_contiguous(memory_format=torch.channels_last)):
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+                converted.append(t)
+    try:
+        yield model
+    finally:
+        for t in converted:
+            t.data = t.data.contiguous()
+
+
+def batch_from_memory(free_bytes: float, per_mask_bytes: float, fixed_bytes: float = 0.0,
+                      safety: float = 0.6, max_batch: int = 4096) -> int:
+    """How many masks fit: ``(free * safety - fixed) / per_mask``, clamped to 1..max_batch."""
+    if not 0 < safety <= 1:
+        raise ValueError(f"safety must be in (0, 1], got {safety}")
+    if per_mask_bytes <= 0:
+        return max_batch
+    fit = (free_bytes * safety - fixed_bytes) // per_mask_bytes
+    return int(max(1, min(max_batch, fit)))
+
+
+def suggest_batch_size(
+    model: nn.Module,
+    image_size: int | tuple[int, int] = 224,
+    device: str | torch.device = "auto",
+    config: OptimConfig | None = None,
+    safety: float = 0.6,
+    max_batch: int = 4096,
+) -> int | None:
+    """Masks per forward pass that fit the free memory of a CUDA device (``None`` on the CPU).
+
+    Measures the peak memory of one optimizer step (perturb, forward under ``config``'s amp and
+    channels-last options, backward to the mask) at 1 and 4 masks; the difference gives the
+    cost of one more mask, the rest the fixed cost. Then :func:`batch_from_memory` with the
+    device's free memory (plus what PyTorch's cache holds but does not use) and ``safety``,
+    which leaves room for fragmentation, cuDNN workspaces and the per-image tensors. On the CPU
+    ``optimize_masks`` takes all masks at once, so this returns ``None``.
+    """
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return None
+    config = config or OptimConfig()
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    with frozen(model):
+        original = next(model.parameters(), torch.empty(0)).device
+        model.to(dev)
+        try:
+            with channels_last_weights(model, config.channels_last):
+                return _suggest_on_cuda(model, size, dev, config, safety, max_batch)
+        finally:
+            model.to(original)
+
+
+def _probe_peak(model: nn.Module, n: int, size, dev: torch.device, config: OptimConfig) -> int:
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev)
+    x = torch.rand(n, 3, *size, device=dev)
+    hx = blur(x, config.sigma, config.kernel_size)
+    mask = torch.ones(n, 1, config.mask_size, config.mask_size, device=dev, requires_grad=True)
+    logits = _forward(model, perturb(x, hx, upsample_mask(mask, size)), config)
+    logits.logsumexp(dim=1).sum().backward()
+    torch.cuda.synchronize(dev)
+    peak = torch.cuda.max_memory_allocated(dev) - base
+    del x, hx, mask, logits
+    return int(peak)
+
+
+def _suggest_on_cuda(model, size, dev, config, safety, max_batch) -> int:
+    small, large = 1, 4
+    p_small = _probe_peak(model, small, size, dev, config)
+    p_large = _probe_peak(model, large, size, dev, config)
+    per_mask = max((p_large - p_small) / (large - small), 1.0)
+    fixed = max(p_small - small * per_mask, 0.0)
+    free, _ = torch.cuda.mem_get_info(dev)
+    free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+    return batch_from_memory(free, per_mask, fixed, safety, max_batch)
 
 
 def initial_mask(seed: int, size: int, init_noise: float) -> torch.Tensor:
@@ -164,7 +267,8 @@ def optimize_masks(
     targets: per image class index or name; ``None`` takes each image's top class.
     settings: K :class:`MaskSetting` (mode, trial seed, lambdas, gamma, optional target); every
         image gets every setting, so the result has B x K masks.
-    batch_size: at most this many masks per forward pass (memory); ``None``: all at once.
+    batch_size: at most this many masks per forward pass (memory); ``None``: all at once on
+        the CPU, :func:`suggest_batch_size` on CUDA.
     keep_images: keep the perturbed images in the result (B x K x 3 x H x W floats).
     Returns an :class:`UPXResult` with masks, probabilities, top-5s and per-iteration terms.
     """
@@ -196,11 +300,15 @@ def optimize_masks(
     b, k = images.shape[0], len(settings)
     n = b * k
     size = tuple(images.shape[-2:])
+    stack = contextlib.ExitStack()
 
     with frozen(model):
         original_device = next(model.parameters(), torch.empty(0)).device
         model.to(dev)
         try:
+            stack.enter_context(channels_last_weights(model, config.channels_last))
+            if batch_size is None and dev.type == "cuda":
+                batch_size = _suggest_on_cuda(model, size, dev, config, 0.6, 4096)
             images = images.to(dev, torch.float32)
             blurred = blur(images, config.sigma, config.kernel_size)  # once per image
             with torch.no_grad():
@@ -236,6 +344,7 @@ def optimize_masks(
                     perturbed[sel] = out[3]
             bar.close()
         finally:
+            stack.close()  # the weights' memory format first, then their device
             model.to(original_device)
 
     probs_before = torch.softmax(logits_clean.float(), dim=1).cpu()
@@ -257,6 +366,10 @@ def _forward(model: nn.Module, x: torch.Tensor, config: OptimConfig) -> torch.Te
 
 def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target, settings,
                     config, bar):
+    """Adam on one chunk of masks. On CUDA the loop never waits for the device except in
+    ``_check_finite`` every ``check_every`` iterations: per-mask constants are built once
+    before it, the loss history stays on the device, and Adam keeps its step count on the
+    host. ``tests/test_optimizer_gpu.py`` counts the host-reading calls to keep it so."""
     dev = images.device
     idx = job_image.to(dev)
     x, hx, clean = images[idx], blurred[idx], logits_clean[idx]
