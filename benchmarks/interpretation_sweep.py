@@ -9,7 +9,6 @@ Usage: python benchmarks/interpretation_sweep.py --n 8 --iterations 200 --out sw
 from __future__ import annotations
 
 import argparse
-import itertools
 import random
 import time
 

@@ -1,0 +1,104 @@
+"""The ``upx`` command end to end on a real sample image, and its handling of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from upx_core.cli import main
+from upx_core.data import sample_path
+
+FAST = ["--iterations", "4", "--no-progress"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "upx_core.cli", *args],
+        capture_output=True, text=True, env=os.environ.copy(), timeout=300,
+    )
+
+
+def test_explain_tusker_three_seeds(tmp_path: Path) -> None:
+    out = tmp_path / "tusker"
+    proc = run_cli("explain", "sample:tusker", "--target", "African elephant",
+                   "--seeds", "0", "1", "2", "--out", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    for word in ("p(target)", "phi (Eq. 8)", "ratio", "consistency"):
+        assert word in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "explanation.png", "heatmap.png", "mask.npy", "perturbed.png", "result.json"]
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["target"] == 386 and summary["target_name"] == "African elephant"
+    assert len(summary["prob_after"]) == 3 and 0 < summary["prob_before"] < 1
+    assert summary["consistency"]["pearson"] <= 1.0
+    assert summary["config"]["iterations"] == 4
+    masks = np.load(out / "mask.npy")
+    assert masks.shape == (3, 28, 28) and masks.min() >= 0 and masks.max() <= 1
+    with Image.open(out / "heatmap.png") as img:
+        assert img.size == (224, 224)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_explain_refuses_existing_folder_and_force_replaces(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["explain", "sample:101", "--out", str(out), *FAST]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+    assert main(["explain", "sample:101", "--out", str(out), "--force", *FAST]) == 0
+    assert not (out / "keep.txt").exists() and (out / "result.json").exists()
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    truncated = tmp_path / "truncated.JPEG"
+    truncated.write_bytes(sample_path("tusker").read_bytes()[:4000])
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (10, 10), "red").save(tiny)
+    img = "sample:tusker"
+    return {
+        "missing file": ([str(tmp_path / "nope.jpg")], "not found"),
+        "non-image": ([str(text)], "not an image"),
+        "truncated": ([str(truncated)], "cannot decode"),
+        "smaller than mask": ([str(tiny)], "smaller than the 28x28 mask"),
+        "unknown class": ([img, "--target", "african elefant"], "African elephant"),
+        "index out of range": ([img, "--target", "1000"], "out of range"),
+        "even kernel": ([img, "--kernel-size", "4"], "kernel_size"),
+        "zero kernel": ([img, "--kernel-size", "0"], "kernel_size"),
+        "sigma": ([img, "--sigma", "0"], "sigma"),
+        "iterations": ([img, "--iterations", "0"], "iterations"),
+        "negative lambda": ([img, "--lambda1", "-1"], "lambda1"),
+        "nan lambda": ([img, "--lambda2", "nan"], "lambda2"),
+        "nan gamma": ([img, "--gamma", "nan"], "gamma"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_inputs(Path("/tmp")).keys()))
+def test_bad_input_is_one_line_error(tmp_path: Path, capsys, case: str) -> None:
+    args, expected = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "out"
+    code = main(["explain", *args, "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("upx: error: ") and "\n" not in err and expected in err, err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_gpu_is_clear(tmp_path: Path) -> None:
+    proc = run_cli("explain", "sample:tusker", "--device", "cuda", "--out",
+                   str(tmp_path / "o"), *FAST)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("upx: error: device 'cuda' requested but no CUDA GPU is "
+                                   "available")
+    assert "Traceback" not in proc.stderr

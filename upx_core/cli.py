@@ -1,0 +1,226 @@
+"""The ``upx`` command: ``upx explain`` for one image, ``upx evaluate`` for the Table 1/2 protocol.
+
+Bad input ends with a one-line ``upx: error: ...`` and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError,
+                   FloatingPointError)
+
+
+def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
+    from .config import MaskSetting, OptimConfig
+
+    c, s = OptimConfig(), MaskSetting()
+    g = p.add_argument_group("hyperparameters (defaults: the paper's, Sect. 4.1)")
+    g.add_argument("--model", default="efficientnet_lite0",
+                   help="efficientnet_lite0 (offline), resnet18 or vgg19 (default: %(default)s)")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="trials (default: 0)")
+    g.add_argument("--iterations", type=int, default=c.iterations)
+    g.add_argument("--lr", type=float, default=c.lr)
+    g.add_argument("--lambda1", type=float, default=s.lambda1, help="TV weight (Eq. 3)")
+    g.add_argument("--lambda2", type=float, default=s.lambda2, help="L1 weight (Eq. 3)")
+    g.add_argument("--beta", type=float, default=s.beta, help="TV exponent (Eq. 3)")
+    g.add_argument("--gamma", type=float, default=s.gamma, help="F-TC/F-NTC weight (Eq. 4, 6)")
+    g.add_argument("--mask-size", type=int, default=c.mask_size)
+    g.add_argument("--sigma", type=float, default=c.sigma, help="Gaussian blur sigma (Eq. 1)")
+    g.add_argument("--kernel-size", type=int, default=c.kernel_size, help="blur kernel (odd)")
+    g.add_argument("--objective", choices=("prob", "log_prob"), default=c.objective)
+    g.add_argument("--reduction", choices=("mean", "sum"), default=c.reduction,
+                   help="TV and L1 averaged over cells or summed (paper)")
+    g.add_argument("--init-noise", type=float, default=c.init_noise,
+                   help="a trial starts at M = 1 - init_noise * U(0, 1)")
+    g.add_argument("--threshold", type=float, default=0.6,
+                   help="undesirable-pixel threshold on 1 - M' (Table 2)")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="upx", description="Undesirable pixels: the pixels whose blur raises a class.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ex = sub.add_parser("explain", help="explain one image",
+                        description="Optimize the mask of undesirable pixels for one image.")
+    ex.add_argument("image", help="an image file, or sample:NAME_OR_INDEX for an ImageNet sample")
+    ex.add_argument("--target", default=None,
+                    help="class name or index to raise (default: the top class)")
+    ex.add_argument("--mode", default="ftc", choices=("baseline", "ftc", "fntc", "deletion"))
+    ex.add_argument("--out", required=True, help="output folder (must not exist, see --force)")
+    ex.add_argument("--force", action="store_true", help="replace an existing output folder")
+    _add_hyperparameters(ex)
+
+    ev = sub.add_parser("evaluate", help="the paper's Table 1/2 protocol on N images",
+                        description="phi (Eq. 8) and the undesirable-pixel ratio per image/mode.")
+    ev.add_argument("--images", default=None,
+                    help="folder of ImageNet sample images (default: $UPX_DATA_DIR)")
+    ev.add_argument("--n", type=int, default=16, help="number of images (seeded random choice)")
+    ev.add_argument("--select-seed", type=int, default=0, help="seed of the image choice")
+    ev.add_argument("--modes", nargs="+", default=["ftc", "fntc"],
+                    choices=("baseline", "ftc", "fntc", "deletion", "random"))
+    ev.add_argument("--batch-images", type=int, default=8, help="images per optimizer batch")
+    ev.add_argument("--out", required=True, help="results CSV (resumed if it exists)")
+    ev.add_argument("--no-resume", action="store_true", help="start over, ignoring --out rows")
+    _add_hyperparameters(ev)
+    return parser
+
+
+def _config(args):
+    from .config import OptimConfig
+
+    return OptimConfig(
+        iterations=args.iterations, lr=args.lr, mask_size=args.mask_size, sigma=args.sigma,
+        kernel_size=args.kernel_size, objective=args.objective, reduction=args.reduction,
+        init_noise=args.init_noise,
+    )
+
+
+def _open_image(spec: str, model, mask_size: int):
+    from .data import load_image, sample_path
+
+    path = sample_path(spec.split(":", 1)[1]) if spec.startswith("sample:") else Path(spec)
+    return path, load_image(path, model.input_size, model.resize_size, min_size=mask_size)
+
+
+def _png(fig_or_array) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    if hasattr(fig_or_array, "savefig"):
+        fig_or_array.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig_or_array)
+    else:
+        plt.imsave(buf, fig_or_array, format="png")
+    return buf.getvalue()
+
+
+def explain(args) -> int:
+    import numpy as np
+
+    from .config import MaskSetting
+    from .io import atomic_directory
+    from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
+    from .models import class_index, load_model
+    from .optimizer import optimize_masks, resolve_device
+    from .plotting import explanation_grid, overlay, to_numpy_image
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"output folder {out} already exists (use --force to replace it)")
+    config = _config(args)
+    settings = [
+        MaskSetting(mode=args.mode, seed=s, lambda1=args.lambda1, lambda2=args.lambda2,
+                    beta=args.beta, gamma=args.gamma) for s in args.seeds
+    ]
+    if not 0 <= args.threshold <= 1:
+        raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
+    device = resolve_device(args.device)
+    model = load_model(args.model, device=device)
+    path, image = _open_image(args.image, model, config.mask_size)
+    target = None if args.target is None else class_index(args.target, model.categories)
+    t0 = time.perf_counter()
+    result = optimize_masks(model, image, targets=target, settings=settings, config=config,
+                            device=device, progress=not args.no_progress)
+    wall = time.perf_counter() - t0
+
+    before = result.prob_before[0]
+    after = result.prob_after[0]
+    rel = relative_improvement(before, after)
+    ratio = undesirable_pixel_ratio(result.masks_upsampled[0, :, 0], args.threshold)
+    summary = result.describe(0, 0)
+    summary.pop("setting")
+    summary.update({
+        "image": str(path),
+        "model": args.model,
+        "mode": args.mode,
+        "seeds": list(args.seeds),
+        "prob_after": [float(v) for v in after],
+        "prob_after_mean": float(after.mean()),
+        "relative_improvement": [float(v) for v in rel],
+        "phi": float(rel.mean()),
+        "threshold": args.threshold,
+        "ratio": [float(v) for v in ratio],
+        "ratio_mean": float(ratio.mean()),
+        "consistency": (consistency(result.masks_upsampled[0], args.threshold)
+                        if len(settings) > 1 else None),
+        "top5_after": [result._named(*(t[0, k] for t in result.top5_after()))
+                       for k in range(len(settings))],
+        "settings": [dataclasses.asdict(s) for s in settings],
+        "wall_s": wall,
+    })
+    with atomic_directory(out, force=args.force) as tmp:
+        (tmp / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+        np.save(tmp / "mask.npy", result.masks[0, :, 0].numpy())
+        (tmp / "heatmap.png").write_bytes(_png(overlay(image, result.undesirable[0, 0])))
+        (tmp / "perturbed.png").write_bytes(_png(to_numpy_image(result.perturbed[0, 0])))
+        (tmp / "explanation.png").write_bytes(_png(explanation_grid(
+            result, image.unsqueeze(0), show_perturbed=True)))
+
+    name = summary["target_name"]
+    print(f"image        {path.name}")
+    print(f"target       {name} ({summary['target']}), mode {args.mode}, model {args.model}")
+    print(f"p(target)    {float(before[0]):.4f} -> " + ", ".join(f"{float(a):.4f}" for a in after)
+          + f"  (seeds {' '.join(map(str, args.seeds))})")
+    print(f"phi (Eq. 8)  {summary['phi']:.2f}  (relative improvement of the target, mean)")
+    print(f"ratio        {100 * summary['ratio_mean']:.2f} % of pixels with 1 - M' > "
+          f"{args.threshold}")
+    if summary["consistency"] is not None:
+        c = summary["consistency"]
+        print(f"consistency  Pearson {c['pearson']:.3f}, IoU {c['iou']:.3f} "
+              f"over {len(settings)} trials")
+    print(f"wrote        {out}/ (result.json, mask.npy, heatmap.png, perturbed.png, "
+          f"explanation.png) in {wall:.1f} s")
+    return 0
+
+
+def evaluate(args) -> int:
+    from .data import data_dir
+    from .evaluation import run_evaluation, select_images, summary_table
+    from .models import load_model
+    from .optimizer import resolve_device
+
+    root = data_dir(args.images)
+    if root is None:
+        raise ValueError("no image folder: pass --images DIR or set UPX_DATA_DIR")
+    device = resolve_device(args.device)
+    config = _config(args)
+    model = load_model(args.model, device=device)
+    indices = select_images(args.n, seed=args.select_seed)
+    df = run_evaluation(
+        model, indices, modes=tuple(args.modes), seeds=tuple(args.seeds), config=config,
+        threshold=args.threshold, batch_images=args.batch_images, device=device,
+        out_csv=args.out, resume=not args.no_resume, progress=not args.no_progress,
+        data_root=root,
+    )
+    print(summary_table(df).to_string())
+    print(f"wrote {args.out} ({len(df)} rows)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"explain": explain, "evaluate": evaluate}[args.command](args)
+    except EXPECTED_ERRORS as err:
+        print(f"upx: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("upx: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
