@@ -309,7 +309,7 @@ def optimize_masks(
             stack.enter_context(channels_last_weights(model, config.channels_last))
             if batch_size is None and dev.type == "cuda":
                 batch_size = _suggest_on_cuda(model, size, dev, config, 0.6, 4096)
-            images = images.to(dev, torch.float32)
+            images = images.detach().to(dev, torch.float32)
             blurred = blur(images, config.sigma, config.kernel_size)  # once per image
             with torch.no_grad():
                 logits_clean = torch.cat([
