@@ -20,8 +20,8 @@ __all__ = ["MODES", "MaskSetting", "OptimConfig", "settings_grid"]
 
 
 def _check_nonneg(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
 
 
 @dataclass(frozen=True)
