@@ -1,0 +1,276 @@
+"""Eq. 1-7 (upx_core.equations) and the per-mode loss of optimizer.objective_terms, on
+hand-made tensors whose values are computed here by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from upx_core.config import MODES, OptimConfig
+from upx_core.equations import (
+    blur,
+    fntc_penalty,
+    ftc_penalty,
+    l1_norm,
+    mask_penalty,
+    perturb,
+    tv_norm,
+    upsample_mask,
+)
+from upx_core.optimizer import objective_terms
+
+# A 3 x 3 mask with 3-4-5 differences. TV uses the (m-1)^2 = 4 cells where both the downward
+# difference dy = M[i+1,j] - M[i,j] and the rightward dx = M[i,j+1] - M[i,j] exist:
+#   cell (0,0): dy = 0.3, dx = 0.4     cell (0,1): dy = 0.6, dx = 0.0
+#   cell (1,0): dy = 0.0, dx = 0.7     cell (1,1): dy = -0.5, dx = -0.8
+# (M[2,2] = 0.9 enters no cell.)
+MASK3 = torch.tensor([[0.0, 0.4, 0.4],
+                      [0.3, 1.0, 0.2],
+                      [0.3, 0.5, 0.9]]).view(1, 1, 3, 3)
+TV3_BETA2_SUM = 0.5 + 0.6 + 0.7 + math.sqrt(0.25 + 0.64)
+TV3_BETA1_SUM = 0.7 + 0.6 + 0.7 + 1.3
+TV3_BETA3_SUM = (0.3**3 + 0.4**3) ** (1 / 3) + 0.6 + 0.7 + (0.5**3 + 0.8**3) ** (1 / 3)
+# ||1 - M||_1 over all 9 entries.
+L1_3_SUM = 1.0 + 0.6 + 0.6 + 0.7 + 0.0 + 0.8 + 0.7 + 0.5 + 0.1
+
+
+def _close(value: torch.Tensor, expected: float, tol: float = 1e-6) -> None:
+    assert value.shape == (1,)
+    assert abs(float(value[0]) - expected) < tol, (float(value[0]), expected)
+
+
+# --- Eq. 1: Q(X; M', h) = X * M' + h(X) * (1 - M') ---------------------------------------------
+
+def test_perturb_keeps_image_where_mask_is_one_and_blur_where_zero():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=gen)
+    hx = blur(x, sigma=2.0, kernel_size=5)
+    assert not torch.equal(x, hx)
+    ones = torch.ones(2, 1, 16, 16)
+    assert torch.equal(perturb(x, hx, ones), x)
+    assert torch.equal(perturb(x, hx, torch.zeros_like(ones)), hx)
+    half = perturb(x, hx, torch.full_like(ones, 0.5))
+    torch.testing.assert_close(half, (x + hx) / 2, atol=1e-7, rtol=0)
+
+
+def test_perturb_mixes_per_pixel():
+    x = torch.zeros(1, 3, 2, 2)
+    hx = torch.ones(1, 3, 2, 2)
+    mask = torch.tensor([[1.0, 0.0], [0.25, 0.5]]).view(1, 1, 2, 2)
+    expected = (1.0 - mask).expand(1, 3, 2, 2)
+    assert torch.equal(perturb(x, hx, mask), expected)
+
+
+def test_blur_of_constant_image_is_the_constant():
+    x = torch.full((1, 3, 20, 24), 0.37)
+    torch.testing.assert_close(blur(x, sigma=5.0, kernel_size=11), x, atol=1e-6, rtol=0)
+
+
+def test_blur_of_impulse_is_the_normalized_gaussian_kernel():
+    x = torch.zeros(1, 1, 21, 21)
+    x[..., 10, 10] = 1.0
+    out = blur(x, sigma=5.0, kernel_size=11)
+    w = torch.tensor([math.exp(-(i**2) / (2 * 25.0)) for i in range(-5, 6)], dtype=torch.float64)
+    w = w / w.sum()
+    expected = torch.zeros(21, 21, dtype=torch.float64)
+    expected[5:16, 5:16] = w[:, None] * w[None, :]
+    torch.testing.assert_close(out[0, 0].double(), expected, atol=1e-7, rtol=0)
+    assert abs(float(out.sum()) - 1.0) < 1e-6
+
+
+# --- M' = Inp(M) --------------------------------------------------------------------------------
+
+def test_upsample_of_constant_mask_is_constant():
+    mask = torch.full((3, 1, 28, 28), 0.3)
+    up = upsample_mask(mask, (224, 200))
+    assert up.shape == (3, 1, 224, 200)
+    torch.testing.assert_close(up, torch.full_like(up, 0.3), atol=1e-7, rtol=0)
+
+
+def test_upsample_is_bilinear_with_half_pixel_centres():
+    mask = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).view(1, 1, 2, 2)
+    up = upsample_mask(mask, (4, 4))
+    row = torch.tensor([0.0, 0.25, 0.75, 1.0])
+    assert torch.equal(up[0, 0], row.expand(4, 4))
+
+
+# --- Eq. 3: R_M = lambda1 * TV_beta(M) + lambda2 * ||1 - M||_1 ----------------------------------
+
+@pytest.mark.parametrize("beta, expected_sum", [(2.0, TV3_BETA2_SUM), (1.0, TV3_BETA1_SUM),
+                                                (3.0, TV3_BETA3_SUM)])
+def test_tv_norm_hand_values(beta, expected_sum):
+    _close(tv_norm(MASK3, beta, reduction="sum"), expected_sum)
+    # mean divides by the (m - 1)^2 cells, not the m^2 entries
+    _close(tv_norm(MASK3, beta, reduction="mean"), expected_sum / 4)
+
+
+def test_tv_norm_of_constant_mask_is_zero_with_a_finite_zero_gradient():
+    for beta in (1.0, 2.0, 2.5):
+        mask = torch.full((2, 1, 5, 5), 0.6, requires_grad=True)
+        tv = tv_norm(mask, beta, reduction="sum")
+        assert torch.equal(tv, torch.zeros(2))
+        tv.sum().backward()
+        assert torch.equal(mask.grad, torch.zeros_like(mask))
+
+
+def test_tv_norm_gradient_is_finite_on_a_partly_flat_mask():
+    # Flat cells (inner sum 0) sit next to a step: the flat cells must not poison the gradient.
+    mask = torch.ones(1, 1, 6, 6)
+    mask[..., 3:, 3:] = 0.2
+    mask.requires_grad_(True)
+    tv_norm(mask, 2.0, reduction="sum").backward()
+    assert torch.isfinite(mask.grad).all()
+    assert mask.grad.abs().sum() > 0
+
+
+def test_tv_norm_rejects_unknown_reduction():
+    with pytest.raises(ValueError, match="reduction"):
+        tv_norm(MASK3, 2.0, reduction="max")
+
+
+def test_l1_norm_hand_values():
+    _close(l1_norm(MASK3, reduction="sum"), L1_3_SUM)
+    _close(l1_norm(MASK3, reduction="mean"), L1_3_SUM / 9)
+    assert torch.equal(l1_norm(torch.ones(2, 1, 4, 4), "sum"), torch.zeros(2))
+
+
+@pytest.mark.parametrize("reduction, tv, l1", [("sum", TV3_BETA2_SUM, L1_3_SUM),
+                                               ("mean", TV3_BETA2_SUM / 4, L1_3_SUM / 9)])
+def test_mask_penalty_is_lambda1_tv_plus_lambda2_l1(reduction, tv, l1):
+    _close(mask_penalty(MASK3, lambda1=1.7, lambda2=3.0, beta=2.0, reduction=reduction),
+           1.7 * tv + 3.0 * l1, tol=1e-5)
+    _close(mask_penalty(MASK3, lambda1=0.0, lambda2=1.0, beta=2.0, reduction=reduction), l1)
+    _close(mask_penalty(MASK3, lambda1=1.0, lambda2=0.0, beta=2.0, reduction=reduction), tv)
+
+
+def test_per_mask_lambdas_and_betas_broadcast_like_separate_calls():
+    gen = torch.Generator().manual_seed(1)
+    masks = torch.rand(3, 1, 7, 7, generator=gen)
+    lambda1 = torch.tensor([0.0, 1.7, 5.0])
+    lambda2 = torch.tensor([3.0, 0.5, 0.0])
+    beta = torch.tensor([1.0, 2.0, 3.5])
+    for reduction in ("sum", "mean"):
+        together = mask_penalty(masks, lambda1, lambda2, beta, reduction)
+        assert together.shape == (3,)
+        alone = torch.cat([
+            mask_penalty(masks[i:i + 1], float(lambda1[i]), float(lambda2[i]), float(beta[i]),
+                         reduction)
+            for i in range(3)
+        ])
+        torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-6)
+        # and the three settings really give three different penalties
+        assert len(set(together.tolist())) == 3
+
+
+# --- Eq. 4 and 6: the F-TC and F-NTC regularizers ------------------------------------------------
+
+CLEAN = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+TARGET = torch.tensor([3])
+# Non-target shifts (0.5, 0.0, -1.0), target shift +10.
+MOVED = torch.tensor([[1.5, 2.0, 2.0, 14.0]])
+
+
+def test_ftc_penalty_is_zero_for_unchanged_logits():
+    logits = torch.randn(3, 10, generator=torch.Generator().manual_seed(2))
+    target = torch.tensor([0, 4, 9])
+    for form in ("mean", "vector"):
+        assert torch.equal(ftc_penalty(logits, logits.clone(), target, 0.3, form), torch.zeros(3))
+
+
+def test_ftc_penalty_hand_values():
+    # mean: gamma * |(0.5 + 0 - 1) / 3| ; vector: gamma * sqrt(0.25 + 0 + 1) / 3
+    _close(ftc_penalty(MOVED, CLEAN, TARGET, 0.3, "mean"), 0.3 * 0.5 / 3)
+    _close(ftc_penalty(MOVED, CLEAN, TARGET, 0.3, "vector"), 0.3 * math.sqrt(1.25) / 3)
+
+
+def test_ftc_penalty_ignores_the_target_logit():
+    other = MOVED.clone()
+    other[0, 3] = -50.0
+    for form in ("mean", "vector"):
+        assert torch.equal(ftc_penalty(other, CLEAN, TARGET, 0.3, form),
+                           ftc_penalty(MOVED, CLEAN, TARGET, 0.3, form))
+
+
+def test_ftc_penalty_rejects_unknown_form():
+    with pytest.raises(ValueError, match="form"):
+        ftc_penalty(MOVED, CLEAN, TARGET, 0.3, "max")
+
+
+def test_fntc_penalty_hand_value_and_ignores_non_targets():
+    _close(fntc_penalty(MOVED, CLEAN, TARGET, 0.3), 0.3 * 10.0)
+    other = MOVED.clone()
+    other[0, :3] = torch.tensor([-7.0, 9.0, 100.0])
+    assert torch.equal(fntc_penalty(other, CLEAN, TARGET, 0.3),
+                       fntc_penalty(MOVED, CLEAN, TARGET, 0.3))
+    _close(fntc_penalty(torch.tensor([[1.0, 2.0, 3.0, 1.5]]), CLEAN, TARGET, 0.5), 0.5 * 2.5)
+
+
+def test_per_mask_gamma_and_target_broadcast_like_separate_calls():
+    gen = torch.Generator().manual_seed(3)
+    clean = torch.randn(4, 6, generator=gen)
+    logits = clean + torch.randn(4, 6, generator=gen)
+    target = torch.tensor([0, 5, 2, 2])
+    gamma = torch.tensor([0.3, 0.0, 1.0, 2.5])
+    for fn in (lambda *a: ftc_penalty(*a, "mean"), lambda *a: ftc_penalty(*a, "vector"),
+               fntc_penalty):
+        together = fn(logits, clean, target, gamma)
+        alone = torch.cat([fn(logits[i:i + 1], clean[i:i + 1], target[i:i + 1], float(gamma[i]))
+                           for i in range(4)])
+        torch.testing.assert_close(together, alone, atol=1e-7, rtol=1e-6)
+        assert together[1] == 0
+
+
+# --- objective_terms: the loss each mode minimizes ----------------------------------------------
+
+def _terms(logits, clean, mask, target, modes, objective, lambda1=1.7, lambda2=3.0, beta=2.0,
+           gamma=0.3, reduction="sum"):
+    n = logits.shape[0]
+    full = lambda v: torch.full((n,), float(v))  # noqa: E731
+    config = OptimConfig(objective=objective, reduction=reduction)
+    mode = torch.tensor([MODES.index(m) for m in modes])
+    return objective_terms(logits, clean, mask, target, mode, full(lambda1), full(lambda2),
+                           full(beta), full(gamma), config)
+
+
+@pytest.mark.parametrize("objective", ["prob", "log_prob"])
+def test_objective_terms_match_the_documented_formula_per_mode(objective):
+    logits = MOVED.expand(4, 4)
+    clean = CLEAN.expand(4, 4)
+    mask = MASK3.expand(4, 1, 3, 3)
+    target = TARGET.expand(4)
+    out = _terms(logits, clean, mask, target, list(MODES), objective)
+
+    e = [math.exp(v) for v in MOVED[0].tolist()]
+    p = [v / sum(e) for v in e]
+    p_k, p_others = p[3], p[0] + p[1] + p[2]
+    if objective == "log_prob":
+        p_k, p_others = math.log(p_k), math.log(p_others)
+    r_m = 1.7 * TV3_BETA2_SUM + 3.0 * L1_3_SUM
+    r_ftc = 0.3 * 0.5 / 3
+    r_fntc = 0.3 * 10.0
+    expected = {
+        "baseline": -p_k + r_m,          # Eq. 3
+        "ftc": -p_k + r_m + r_ftc,       # Eq. 5
+        "fntc": p_others + r_m + r_fntc,  # Eq. 7
+        "deletion": p_k + r_m,           # ref. [3]
+    }
+    for i, mode in enumerate(MODES):
+        assert abs(float(out["total"][i]) - expected[mode]) < 1e-5, mode
+    # the parts add up to the total, and "prob" is always the plain target probability
+    torch.testing.assert_close(out["total"], out["objective"] + 1.7 * out["tv"]
+                               + 3.0 * out["l1"] + out["reg"])
+    torch.testing.assert_close(out["prob"], torch.full((4,), p[3]))
+    # deletion lowers what baseline raises: the same term, opposite sign
+    assert float(out["objective"][3]) == -float(out["objective"][0])
+    assert float(out["objective"][3]) != 0
+
+
+def test_objective_terms_log_others_is_exact_when_target_dominates():
+    # p_k ~ 1 - 1e-13: 1 - p_k cancels in float32, log-sum-exp over the others does not
+    logits = torch.tensor([[0.0, 0.0, 30.0]])
+    out = _terms(logits, logits, torch.ones(1, 1, 3, 3), torch.tensor([2]), ["fntc"],
+                 "log_prob")
+    expected = math.log(2.0) - 30.0 - math.log1p(2 * math.exp(-30.0))
+    assert abs(float(out["objective"][0]) - expected) < 1e-4

@@ -1,0 +1,118 @@
+"""Eq. 8 (relative improvement, phi), the Table 2 ratio and trial consistency on hand values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from upx_core.metrics import consistency, phi, relative_improvement, undesirable_pixel_ratio
+
+
+def test_relative_improvement_hand_values():
+    before = torch.tensor([0.5, 0.2, 1.0, 0.6, 0.0], dtype=torch.float64)
+    after = torch.tensor([0.75, 0.1, 1.0, 1.0, 0.3], dtype=torch.float64)
+    # (0.75-0.5)/0.5, (0.1-0.2)/0.8, nothing left to improve, reached 1, (0.3-0)/1
+    expected = [50.0, -12.5, 0.0, 100.0, 30.0]
+    out = relative_improvement(before, after)
+    assert out.dtype == torch.float64
+    for got, want in zip(out.tolist(), expected, strict=True):
+        assert abs(got - want) < 1e-9
+    # float32 probabilities (what a model gives) are computed in float64, to float32 accuracy
+    out32 = relative_improvement(before.float(), after.float())
+    assert out32.dtype == torch.float64
+    torch.testing.assert_close(out32, torch.tensor(expected, dtype=torch.float64), atol=1e-5,
+                               rtol=0)
+
+
+def test_relative_improvement_takes_python_floats_and_lists():
+    assert abs(float(relative_improvement(0.5, 0.75)) - 50.0) < 1e-9
+    assert relative_improvement([1.0], [0.4]).tolist() == [0.0]
+
+
+def test_phi_is_the_mean_relative_improvement():
+    before = [0.5, 0.2, 1.0]
+    after = [0.75, 0.1, 1.0]
+    assert isinstance(phi(before, after), float)
+    assert abs(phi(before, after) - (50.0 - 12.5 + 0.0) / 3) < 1e-9
+
+
+def test_undesirable_pixel_ratio_counts_one_minus_mask_strictly_above_threshold():
+    # 1 - M' = [0.0, 0.6, 0.61, 1.0]: only 0.61 and 1.0 exceed 0.6 (0.6 itself does not)
+    mask_up = torch.tensor([[1.0, 0.4], [0.39, 0.0]], dtype=torch.float64)
+    assert float(undesirable_pixel_ratio(mask_up, 0.6)) == 0.5
+    assert float(undesirable_pixel_ratio(mask_up, 0.0)) == 0.75
+    assert float(undesirable_pixel_ratio(mask_up, 1.0)) == 0.0
+
+
+def test_undesirable_pixel_ratio_is_per_mask():
+    masks = torch.ones(2, 3, 1, 10, 10)
+    masks[0, 1, 0, :5, :2] = 0.0   # 10 of 100 pixels fully blurred
+    masks[1, 2, 0] = 0.3           # every pixel at 1 - M' = 0.7
+    ratio = undesirable_pixel_ratio(masks, 0.6)
+    assert ratio.shape == (2, 3, 1)
+    expected = torch.zeros(2, 3, 1)
+    expected[0, 1, 0] = 0.1
+    expected[1, 2, 0] = 1.0
+    torch.testing.assert_close(ratio, expected)
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, float("nan")])
+def test_undesirable_pixel_ratio_threshold_out_of_range_raises(threshold):
+    with pytest.raises(ValueError, match="threshold"):
+        undesirable_pixel_ratio(torch.ones(4, 4), threshold)
+
+
+def _hand_masks() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 4 x 4 masks (M', 1 keeps): a blurs a 2 x 2 block, b a 2 x 3 block overlapping it in 2."""
+    a = torch.ones(4, 4)
+    a[0:2, 0:2] = 0.0
+    b = torch.ones(4, 4)
+    b[1:3, 0:3] = 0.1
+    return a, b
+
+
+def test_consistency_of_identical_masks_is_perfect():
+    a, _ = _hand_masks()
+    out = consistency(torch.stack([a, a, a]))
+    assert out == {"pearson": pytest.approx(1.0, abs=1e-12), "iou": 1.0}
+
+
+def test_consistency_of_a_mask_and_its_negative_has_pearson_minus_one():
+    gen = torch.Generator().manual_seed(0)
+    m = torch.rand(1, 8, 8, generator=gen)
+    out = consistency(torch.stack([m, 1.0 - m]))
+    assert out["pearson"] == pytest.approx(-1.0, abs=1e-9)
+
+
+def test_consistency_iou_and_pearson_hand_values():
+    a, b = _hand_masks()
+    # undesirable regions (1 - M' > 0.6): a = {(0,0),(0,1),(1,0),(1,1)},
+    # b = {(1,0),(1,1),(1,2),(2,0),(2,1),(2,2)}; intersection 2, union 8
+    out = consistency(torch.stack([a, b]))
+    assert out["iou"] == pytest.approx(2 / 8)
+    ua, ub = (1 - a).flatten().double(), (1 - b).flatten().double()
+    ua, ub = ua - ua.mean(), ub - ub.mean()
+    r = float(ua @ ub / (ua.norm() * ub.norm()))
+    assert out["pearson"] == pytest.approx(r, abs=1e-12)
+    assert 0 < r < 1
+
+
+def test_consistency_averages_over_all_pairs():
+    a, b = _hand_masks()
+    out = consistency(torch.stack([a, a, b]))
+    # pairs (a,a) 1, (a,b) 0.25, (a,b) 0.25
+    assert out["iou"] == pytest.approx((1 + 0.25 + 0.25) / 3)
+
+
+def test_consistency_skips_constant_pairs_and_counts_two_empty_regions_as_agreeing():
+    flat = torch.ones(2, 4, 4)
+    out = consistency(flat)
+    assert math.isnan(out["pearson"])
+    assert out["iou"] == 1.0
+
+
+def test_consistency_needs_two_trials():
+    with pytest.raises(ValueError, match="two trials"):
+        consistency(torch.ones(1, 4, 4))

@@ -1,0 +1,357 @@
+"""The batched mask optimizer on the real EfficientNet-Lite0 and real sample images, and the
+validation of its hyperparameters (upx_core.config).
+
+Runs use 80 x 80 center crops (conftest.crops) and a few iterations, except the one test of
+what the method is for: the target's probability after a 30-iteration F-TC run on the full
+224 x 224 tusker image.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from upx_core import MaskSetting, OptimConfig, optimize_masks, settings_grid
+from upx_core.equations import blur, perturb, upsample_mask
+from upx_core.optimizer import initial_mask
+from upx_core.result import TERMS
+
+TUSKER, INDIAN_ELEPHANT, AFRICAN_ELEPHANT = 101, 385, 386
+CROP = 80  # conftest.crops
+
+# lr 1e-3 rather than the paper's 0.1 for the batch-layout comparisons: Adam's update is
+# lr * m_hat / sqrt(v_hat), which divides out the gradient's scale, so a relative gradient
+# difference eps (float32 reassociation of the convolutions at another batch size: up to ~0.4 %
+# on elements with small gradients, measured) becomes an absolute mask difference of about
+# lr * eps. With lr 0.1 that is ~1e-3 after three steps; with lr 1e-3 it is ~1e-5 while each
+# mask still moves ~3e-3 from its start.
+LAYOUT_CONFIG = OptimConfig(iterations=3, lr=1e-3, objective="log_prob")
+SETTINGS = [
+    MaskSetting(mode="ftc", seed=0),
+    MaskSetting(mode="fntc", seed=1, lambda1=0.5, gamma=1.0),
+]
+
+
+def run(model, images, **kw):
+    kw.setdefault("device", "cpu")
+    kw.setdefault("progress", False)
+    return optimize_masks(model, images, **kw)
+
+
+@pytest.fixture(scope="module")
+def batched(model, crops):
+    """2 images x 2 settings in one batch of 4 masks."""
+    return run(model, crops, settings=SETTINGS, config=LAYOUT_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def one_by_one(model, crops):
+    """The same 4 masks, each in its own optimize_masks call: masks[b][k]."""
+    return [[run(model, crops[b], settings=SETTINGS[k], config=LAYOUT_CONFIG).masks[0, 0]
+             for k in range(2)] for b in range(2)]
+
+
+# --- batching and determinism --------------------------------------------------------------------
+
+def test_batched_run_equals_masks_run_one_by_one(batched, one_by_one):
+    alone = torch.stack([torch.stack(row) for row in one_by_one])
+    assert alone.shape == batched.masks.shape
+    # Not bit-identical: convolutions over a batch of 4 and of 1 sum in a different order.
+    torch.testing.assert_close(batched.masks, alone, atol=1e-5, rtol=0)
+    # ...and the tolerance is far below how far the masks moved, so the check has teeth
+    starts = torch.stack([initial_mask(s.seed, LAYOUT_CONFIG.mask_size, LAYOUT_CONFIG.init_noise)
+                          for s in SETTINGS])
+    moved = (batched.masks - starts).abs().amax(dim=(-1, -2, -3))
+    assert (moved > 2e-3).all()
+
+
+def test_same_seed_gives_bit_identical_masks_across_runs(model, crops, batched):
+    again = run(model, crops, settings=SETTINGS, config=LAYOUT_CONFIG)
+    assert torch.equal(again.masks, batched.masks)
+    assert torch.equal(again.history, batched.history)
+
+
+def test_same_seed_is_bit_identical_across_chunking_and_order(model, crops, batched, one_by_one):
+    # batch_size=1 runs each mask alone inside one call: the same arithmetic as separate calls
+    chunked = run(model, crops, settings=SETTINGS, config=LAYOUT_CONFIG, batch_size=1)
+    for b in range(2):
+        for k in range(2):
+            assert torch.equal(chunked.masks[b, k], one_by_one[b][k])
+    # the same batch size with the settings in the other order: each sample's arithmetic is
+    # independent of its position in the batch on CPU, so the masks are bit-identical
+    swapped = run(model, crops, settings=SETTINGS[::-1], config=LAYOUT_CONFIG)
+    assert torch.equal(swapped.masks.flip(1), batched.masks)
+
+
+def test_different_seeds_differ_only_through_the_initial_noise(model, crops):
+    x = crops[1]
+    seeds = settings_grid(modes=("ftc",), seeds=(0, 1))
+    cfg = OptimConfig(iterations=2)
+    noisy = run(model, x, settings=seeds, config=cfg)
+    assert (noisy.masks[0, 0] - noisy.masks[0, 1]).abs().max() > 0.1
+    flat = run(model, x, settings=seeds, config=cfg.replace(init_noise=0.0))
+    assert torch.equal(flat.masks[0, 0], flat.masks[0, 1])
+    # ...and the flat start still moved the mask (the gradient reached it)
+    assert (flat.masks[0, 0] < 1).any()
+
+
+def test_initial_mask_depends_only_on_seed_and_noise():
+    a = initial_mask(7, 28, 0.5)
+    assert torch.equal(a, initial_mask(7, 28, 0.5))
+    assert a.shape == (1, 28, 28) and a.min() >= 0.5 and a.max() <= 1.0
+    assert not torch.equal(a, initial_mask(8, 28, 0.5))
+    assert torch.equal(initial_mask(7, 28, 0.0), torch.ones(1, 28, 28))
+
+
+# --- what a result holds --------------------------------------------------------------------------
+
+def test_result_shapes_and_recorded_probabilities(model, crops, batched):
+    r = batched
+    m, t = LAYOUT_CONFIG.mask_size, LAYOUT_CONFIG.iterations
+    assert r.masks.shape == (2, 2, 1, m, m)
+    assert r.targets.shape == (2, 2)
+    assert r.probs_before.shape == (2, 1000)
+    assert r.probs_after.shape == (2, 2, 1000)
+    assert r.history.shape == (t, 2, 2, len(TERMS))
+    assert r.perturbed.shape == (2, 2, 3, CROP, CROP)
+    assert r.masks_upsampled.shape == (2, 2, 1, CROP, CROP)
+    assert r.masks.min() >= 0 and r.masks.max() <= 1
+
+    with torch.no_grad():
+        clean = torch.softmax(model(crops), dim=1)
+    torch.testing.assert_close(r.probs_before, clean, atol=1e-6, rtol=1e-5)
+    # targets=None takes each image's top class, for every setting
+    assert r.targets.tolist() == [[int(clean[0].argmax())] * 2, [int(clean[1].argmax())] * 2]
+    assert r.targets[1, 0] == AFRICAN_ELEPHANT
+    torch.testing.assert_close(r.prob_before, clean.gather(1, r.targets))
+
+    # the kept perturbed images are Eq. 1 with the returned masks, and probs_after their softmax
+    q = perturb(crops.repeat_interleave(2, dim=0),
+                blur(crops, LAYOUT_CONFIG.sigma, LAYOUT_CONFIG.kernel_size).repeat_interleave(2, 0),
+                upsample_mask(r.masks.flatten(0, 1), (CROP, CROP)))
+    torch.testing.assert_close(r.perturbed.flatten(0, 1), q, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        after = torch.softmax(model(q), dim=1)
+    torch.testing.assert_close(r.probs_after.flatten(0, 1), after, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(r.prob_after, r.probs_after.gather(2, r.targets[..., None])[..., 0])
+
+
+def test_target_by_name_by_index_and_setting_override(model, crops):
+    x = crops[1]  # the African elephant crop
+    cfg = OptimConfig(iterations=1)
+    settings = [MaskSetting(seed=0), MaskSetting(seed=0, target=INDIAN_ELEPHANT)]
+    by_name = run(model, x, targets="African elephant", settings=settings, config=cfg)
+    by_index = run(model, x, targets=AFRICAN_ELEPHANT, settings=settings, config=cfg)
+    assert by_name.targets.tolist() == [[AFRICAN_ELEPHANT, INDIAN_ELEPHANT]]
+    assert by_index.targets.tolist() == [[AFRICAN_ELEPHANT, INDIAN_ELEPHANT]]
+    assert torch.equal(by_name.masks, by_index.masks)
+    p = by_name.probs_before[0]
+    assert by_name.prob_before[0].tolist() == [float(p[AFRICAN_ELEPHANT]),
+                                               float(p[INDIAN_ELEPHANT])]
+    # the two masks raised different classes, so they differ although their seed is the same
+    assert not torch.equal(by_name.masks[0, 0], by_name.masks[0, 1])
+
+
+def test_per_image_targets_and_their_count(model, crops):
+    r = run(model, crops, targets=[INDIAN_ELEPHANT, "african_elephant"],
+            config=OptimConfig(iterations=1))
+    assert r.targets.tolist() == [[INDIAN_ELEPHANT], [AFRICAN_ELEPHANT]]
+    with pytest.raises(ValueError, match="3 targets for 2 images"):
+        run(model, crops, targets=[1, 2, 3], config=OptimConfig(iterations=1))
+    with pytest.raises(ValueError, match="outside 0..999"):
+        run(model, crops, settings=MaskSetting(target=1000), config=OptimConfig(iterations=1))
+
+
+def test_ftc_raises_the_top_class_probability_of_the_tusker(model, tusker):
+    """What the method is for (Sect. 4.3): blurring the undesirable pixels raises f_k."""
+    r = run(model, tusker, settings=MaskSetting(mode="ftc"), config=OptimConfig(iterations=30))
+    assert int(r.targets[0, 0]) == TUSKER  # the tusker image's top class
+    assert float(r.prob_after[0, 0]) >= float(r.prob_before[0, 0])
+    # on the way the optimizer found masks clearly better than the clean image
+    assert float(r.term("prob")[:, 0, 0].max()) > float(r.prob_before[0, 0]) + 0.02
+
+
+# --- gradients and the caller's model ---------------------------------------------------------
+
+def _state(model):
+    return ([p.requires_grad for p in model.parameters()],
+            [m.training for m in model.modules()],
+            {k: v.clone() for k, v in model.state_dict().items()})
+
+
+@pytest.mark.parametrize("setup", ["all_trainable_in_train_mode", "partly_frozen_mixed_modes"])
+def test_gradients_reach_only_the_mask(model, crops, setup):
+    net = copy.deepcopy(model)
+    if setup == "all_trainable_in_train_mode":
+        net.train()
+        assert all(p.requires_grad for p in net.parameters())
+    else:
+        for i, p in enumerate(net.parameters()):
+            p.requires_grad_(i % 3 == 0)
+        net.eval()
+        net.net.blocks[2].train()
+    flags, modes, weights = _state(net)
+    channels_last = setup == "partly_frozen_mixed_modes"
+    r = run(net, crops[:1], config=OptimConfig(iterations=2, init_noise=0.0,
+                                               channels_last=channels_last))
+    assert all(p.grad is None for p in net.parameters())
+    # channels_last=True converts the weights for the run only: the caller's layout comes back
+    assert all(t.is_contiguous() for t in [*net.parameters(), *net.buffers()])
+    assert [p.requires_grad for p in net.parameters()] == flags
+    assert [m.training for m in net.modules()] == modes
+    # eval mode during the run: batch-norm statistics were not updated, weights untouched
+    after = net.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in weights.items())
+    assert (r.masks < 1).any()  # ...while the mask did receive a gradient
+
+
+def test_input_images_that_require_grad_are_not_differentiated(model, crops):
+    x = crops[:1].clone().requires_grad_(True)
+    r = run(model, x, config=OptimConfig(iterations=2))
+    assert x.grad is None
+    assert r.masks.shape[0] == 1
+
+
+class TinyNet(nn.Module):
+    """A real small CNN: conv, global pool, linear, 10 classes."""
+
+    def __init__(self, n_classes: int = 10) -> None:
+        super().__init__()
+        with torch.random.fork_rng():  # fixed weights without touching the global generator
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8, n_classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+class NaNForDarkImages(nn.Module):
+    """TinyNet whose logits are NaN for images darker than 0.5 on average (sqrt of a negative),
+    so only some masks of a batch go bad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyNet()
+
+    def forward(self, x):
+        return self.net(x) + torch.sqrt(x.mean(dim=(1, 2, 3)) - 0.5)[:, None]
+
+
+def test_nan_in_the_loss_raises_and_names_the_mask():
+    bright = torch.full((3, 32, 32), 0.9)
+    dark = torch.full((3, 32, 32), 0.1)
+    images = torch.stack([bright, dark])
+    settings = settings_grid(modes=("ftc",), seeds=(0, 1))
+    cfg = OptimConfig(iterations=3, mask_size=8, check_every=2)
+    with pytest.raises(FloatingPointError, match=r"mask 2 \(MaskSetting\(mode='ftc', seed=0"):
+        run(NaNForDarkImages(), images, targets=[0, 0], settings=settings, config=cfg)
+    # the bright image alone is fine
+    ok = run(NaNForDarkImages(), images[:1], targets=[0], settings=settings, config=cfg)
+    assert torch.isfinite(ok.masks).all()
+
+
+# --- argument checks --------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+def test_cuda_without_gpu_raises(model, crops):
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        run(model, crops, device="cuda", config=OptimConfig(iterations=1))
+
+
+def test_unknown_device_raises(model, crops):
+    with pytest.raises(ValueError, match="device"):
+        run(model, crops, device="tpu", config=OptimConfig(iterations=1))
+
+
+@pytest.mark.parametrize("images, match", [
+    (torch.full((1, 3, 32, 32), 1.5), r"\[0, 1\]"),
+    (torch.full((1, 3, 32, 32), -0.1), r"\[0, 1\]"),
+    (torch.full((1, 3, 32, 32), float("nan")), "finite"),
+    (torch.rand(1, 1, 32, 32), r"\[B, 3, H, W\]"),
+    (torch.rand(3, 32), r"\[B, 3, H, W\]"),
+    (torch.rand(2, 3, 32, 32, 1), r"\[B, 3, H, W\]"),
+    ([[0.5]], "torch.Tensor"),
+    (torch.rand(1, 3, 20, 40), "smaller than the 28x28 mask"),
+])
+def test_bad_images_raise_before_any_work(images, match):
+    with pytest.raises(ValueError, match=match):
+        run(TinyNet(), images, config=OptimConfig(iterations=1))
+
+
+def test_empty_settings_and_bad_batch_size_raise():
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="settings is empty"):
+        run(TinyNet(), x, settings=[], config=OptimConfig(iterations=1))
+    with pytest.raises(ValueError, match="batch_size"):
+        run(TinyNet(), x, batch_size=0, config=OptimConfig(iterations=1))
+
+
+# --- config --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"iterations": 0}, "iterations"),
+    ({"iterations": -5}, "iterations"),
+    ({"iterations": 2.5}, "iterations"),
+    ({"lr": 0}, "lr"),
+    ({"lr": -0.1}, "lr"),
+    ({"lr": float("inf")}, "lr"),
+    ({"lr": float("nan")}, "lr"),
+    ({"mask_size": 1}, "mask_size"),
+    ({"sigma": 0}, "sigma"),
+    ({"sigma": -1.0}, "sigma"),
+    ({"sigma": float("nan")}, "sigma"),
+    ({"kernel_size": 10}, "kernel_size"),
+    ({"kernel_size": 0}, "kernel_size"),
+    ({"kernel_size": -3}, "kernel_size"),
+    ({"kernel_size": 11.0}, "kernel_size"),
+    ({"objective": "logit"}, "objective"),
+    ({"reduction": "max"}, "reduction"),
+    ({"ftc_form": "l1"}, "ftc_form"),
+    ({"init_noise": -0.1}, "init_noise"),
+    ({"init_noise": 1.5}, "init_noise"),
+    ({"amp": "fp16"}, "amp"),
+    ({"check_every": 0}, "check_every"),
+])
+def test_optim_config_rejects_bad_values_naming_the_parameter(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        OptimConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"mode": "gradcam"}, "mode"),
+    ({"lambda1": -1.0}, "lambda1"),
+    ({"lambda1": float("nan")}, "lambda1"),
+    ({"lambda1": float("inf")}, "lambda1"),
+    ({"lambda2": -0.5}, "lambda2"),
+    ({"lambda2": float("nan")}, "lambda2"),
+    ({"gamma": float("nan")}, "gamma"),
+    ({"gamma": -0.3}, "gamma"),
+    ({"gamma": float("inf")}, "gamma"),
+    ({"beta": 0.5}, "beta"),
+    ({"beta": float("nan")}, "beta"),
+    ({"lambda1": "1.7"}, "lambda1"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    ({"seed": True}, "seed"),
+])
+def test_mask_setting_rejects_bad_values_naming_the_parameter(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        MaskSetting(**kwargs)
+
+
+def test_config_accepts_the_paper_defaults_and_edges():
+    cfg = OptimConfig()
+    assert (cfg.iterations, cfg.lr, cfg.mask_size, cfg.sigma, cfg.kernel_size) == (
+        200, 0.1, 28, 5.0, 11)
+    s = MaskSetting()
+    assert (s.lambda1, s.lambda2, s.beta, s.gamma) == (1.7, 3.0, 2.0, 0.3)
+    MaskSetting(lambda1=0, lambda2=0, gamma=0, beta=1)
+    OptimConfig(kernel_size=1, init_noise=0.0, mask_size=2)
+    assert OptimConfig().replace(iterations=5).iterations == 5
+    assert OptimConfig().to_dict()["lr"] == 0.1
+    assert [(s.mode, s.seed) for s in settings_grid(("ftc", "fntc"), (0, 1))] == [
+        ("ftc", 0), ("ftc", 1), ("fntc", 0), ("fntc", 1)]
