@@ -78,11 +78,11 @@ class UPXResult:
 
     def top5_before(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(probabilities, indices) of the clean image's top 5, each ``[B, 5]``."""
-        return self.probs_before.topk(5, dim=-1)
+        return self.probs_before.topk(min(5, self.probs_before.shape[-1]), dim=-1)
 
     def top5_after(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(probabilities, indices) of the perturbed image's top 5, each ``[B, K, 5]``."""
-        return self.probs_after.topk(5, dim=-1)
+        return self.probs_after.topk(min(5, self.probs_after.shape[-1]), dim=-1)
 
     def term(self, name: str) -> torch.Tensor:
         """One loss term over the iterations, ``[T, B, K]``; ``name`` from :data:`TERMS`."""
