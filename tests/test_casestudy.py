@@ -1,0 +1,93 @@
+"""upx_core.casestudy: the Fig. 4 probability table, its bracketed form, stored-result files."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from upx_core import MaskSetting, OptimConfig, UPXResult
+from upx_core.casestudy import (
+    BEFORE,
+    bracket_highest,
+    load_results,
+    probability_table,
+    provenance,
+    save_results,
+)
+
+CATS = [f"class{i}" for i in range(5)]
+
+
+def fake_result() -> UPXResult:
+    """One image, two masks (targets 1 and 2) over five classes, with known probabilities."""
+    before = torch.tensor([[0.6, 0.1, 0.2, 0.05, 0.05]])
+    after = torch.tensor([[[0.3, 0.5, 0.1, 0.05, 0.05],
+                           [0.5, 0.05, 0.4, 0.03, 0.02]]])
+    return UPXResult(
+        config=OptimConfig(iterations=1),
+        settings=[MaskSetting(target=1), MaskSetting(target=2)],
+        targets=torch.tensor([[1, 2]]),
+        masks=torch.ones(1, 2, 1, 4, 4),
+        probs_before=before,
+        probs_after=after,
+        history=torch.zeros(1, 1, 2, 6),
+        image_size=(8, 8),
+        categories=CATS,
+    )
+
+
+def test_probability_table_rows_and_values():
+    table = probability_table(fake_result(), ["class0", 1, "class2"])
+    assert list(table.columns) == ["class0", "class1", "class2"]
+    assert list(table.index) == [BEFORE, "ftc \u2192 class1", "ftc \u2192 class2"]
+    assert table.loc[BEFORE, "class0"] == pytest.approx(0.6)
+    assert table.loc["ftc \u2192 class1", "class1"] == pytest.approx(0.5)
+    assert table.loc["ftc \u2192 class2", "class2"] == pytest.approx(0.4)
+
+
+def test_probability_table_labels_are_checked():
+    with pytest.raises(ValueError, match="labels"):
+        probability_table(fake_result(), [0, 1], labels=["only one"])
+    with pytest.raises(ValueError, match="distinct"):
+        probability_table(fake_result(), [0, 1], labels=["same", "same"])
+    table = probability_table(fake_result(), [0], labels=["a", "b"])
+    assert list(table.index) == [BEFORE, "a", "b"]
+
+
+def test_bracket_highest_marks_each_column_maximum():
+    table = probability_table(fake_result(), ["class0", "class1", "class2"])
+    text = bracket_highest(table)
+    assert text.loc[BEFORE, "class0"] == "[0.600]"
+    assert text.loc["ftc \u2192 class1", "class1"] == "[0.500]"
+    assert text.loc["ftc \u2192 class2", "class2"] == "[0.400]"
+    assert text.loc[BEFORE, "class1"] == "0.100"
+    pct = bracket_highest(table, digits=1, percent=True)
+    assert pct.loc[BEFORE, "class0"] == "[60.0]"
+
+
+def test_bracket_highest_brackets_ties():
+    text = bracket_highest(pd.DataFrame({"c": [0.5, 0.5, 0.1]}, index=["a", "b", "x"]))
+    assert list(text["c"]) == ["[0.500]", "[0.500]", "0.100"]
+
+
+def test_save_and_load_results_round_trip(tmp_path):
+    df = pd.DataFrame({"image_index": [1, 2], "mode": ["ftc", "fntc"], "ratio": [0.1, 0.2]})
+    meta = provenance("upx evaluate --n 2", wall_s=12.34, note="test")
+    assert meta["command"] == "upx evaluate --n 2"
+    assert meta["wall_s"] == 12.3
+    assert meta["hardware"] and meta["date"]
+    csv, sidecar = save_results(df, tmp_path / "runs" / "run.csv", meta)
+    assert json.loads(sidecar.read_text())["note"] == "test"
+    (tmp_path / "runs" / "orphan.csv").write_text("a\n1\n")
+    loaded = load_results(tmp_path / "runs")
+    assert [name for name, _, _ in loaded] == ["orphan", "run"]
+    assert loaded[0][2] == {"provenance": "unknown"}
+    pd.testing.assert_frame_equal(loaded[1][1], df)
+    assert loaded[1][2]["command"] == "upx evaluate --n 2"
+
+
+def test_load_results_missing_folder_is_empty(tmp_path):
+    assert load_results(tmp_path / "nothing") == []

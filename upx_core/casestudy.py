@@ -1,0 +1,156 @@
+"""Helpers shared by the case-study and evaluation chapters (notebooks 04-07).
+
+- :func:`probability_table`: the probabilities of a few classes before and after each mask, the
+  numbers of the paper's Fig. 4; :func:`bracket_highest` formats them the paper's way, with each
+  class's highest probability in brackets.
+- :func:`provenance`, :func:`save_results` and :func:`load_results`: larger evaluation runs are
+  stored as a CSV plus a small JSON sidecar (command, hardware, date, git commit, wall time), so
+  a chapter can show them next to its own live run with where they came from.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .models import class_index
+from .result import UPXResult
+
+__all__ = [
+    "probability_table",
+    "bracket_highest",
+    "hardware",
+    "git_commit",
+    "provenance",
+    "save_results",
+    "load_results",
+]
+
+BEFORE = "before (clean image)"
+
+
+def probability_table(
+    result: UPXResult,
+    classes: Sequence[int | str],
+    b: int = 0,
+    labels: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Probabilities of ``classes`` on image ``b``: one row for the clean image, one per mask.
+
+    Rows: ``"before (clean image)"``, then mask ``k`` of image ``b`` labelled ``labels[k]``
+    (default: ``"<mode> -> <target>"``). Columns: the class names. Values: softmax
+    probabilities in [0, 1], so a column read downwards shows how each mask moved that class.
+    """
+    cats = result.categories
+    idx = [class_index(c, cats) for c in classes]
+    names = [result.class_name(i) for i in idx]
+    k_count = result.targets.shape[1]
+    if labels is None:
+        labels = [
+            f"{result.settings[k].mode} \u2192 {result.class_name(int(result.targets[b, k]))}"
+            for k in range(k_count)
+        ]
+    if len(labels) != k_count:
+        raise ValueError(f"got {len(labels)} labels for {k_count} masks")
+    if len(set(labels)) != len(labels) or BEFORE in labels:
+        raise ValueError(f"row labels must be distinct and not {BEFORE!r}: {list(labels)}")
+    cols = torch.tensor(idx)
+    rows = torch.cat([result.probs_before[b, cols].unsqueeze(0), result.probs_after[b][:, cols]])
+    return pd.DataFrame(rows.double().numpy(), index=[BEFORE, *labels], columns=names)
+
+
+def bracket_highest(table: pd.DataFrame, digits: int = 3, percent: bool = False) -> pd.DataFrame:
+    """Format ``table`` as strings with each column's highest value in brackets (paper, Fig. 4).
+
+    ``percent`` writes 0.721 as 72.1 (the paper quotes "accuracy" in percent). Ties bracket
+    every tied cell.
+    """
+    scale = 100.0 if percent else 1.0
+    out = pd.DataFrame(index=table.index, columns=table.columns, dtype=object)
+    for col in table.columns:
+        values = table[col].astype(float)
+        top = values.max()
+        for row, v in values.items():
+            text = f"{v * scale:.{digits}f}"
+            out.loc[row, col] = f"[{text}]" if v == top else text
+    return out
+
+
+def hardware() -> str:
+    """A one-line description of this machine: CPU model name and core count, and any GPU."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in text.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except (OSError, subprocess.SubprocessError):
+        pass
+    desc = f"{cpu}, {os.cpu_count()} logical CPUs"
+    if torch.cuda.is_available():
+        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    return desc
+
+
+def git_commit(repo: str | os.PathLike | None = None) -> str | None:
+    """The checked-out commit (with ``+dirty`` when tracked files changed), or ``None``."""
+    cwd = Path(repo) if repo is not None else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty.strip() else "")
+
+
+def provenance(command: str, wall_s: float | None = None, **extra) -> dict:
+    """Where a stored result came from: command, hardware, UTC date, git commit, wall time."""
+    meta = {
+        "command": command,
+        "hardware": hardware(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "wall_s": None if wall_s is None else round(float(wall_s), 1),
+    }
+    meta.update(extra)
+    return meta
+
+
+def save_results(df: pd.DataFrame, path: str | os.PathLike, meta: dict) -> tuple[Path, Path]:
+    """Write ``df`` to ``path`` (CSV) and ``meta`` beside it as ``<stem>.json``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return path, sidecar
+
+
+def load_results(folder: str | os.PathLike) -> list[tuple[str, pd.DataFrame, dict]]:
+    """Every ``*.csv`` in ``folder`` with its JSON sidecar: ``(name, table, metadata)``.
+
+    A CSV without a sidecar is still returned, with metadata ``{"provenance": "unknown"}``, so
+    a chapter can show it but must say that its origin is not recorded. A missing folder gives
+    an empty list.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    out = []
+    for csv in sorted(folder.glob("*.csv")):
+        sidecar = csv.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {"provenance": "unknown"}
+        out.append((csv.stem, pd.read_csv(csv), meta))
+    return out
