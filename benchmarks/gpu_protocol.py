@@ -67,6 +67,7 @@ def card_peak(dev: torch.device) -> dict | None:
 
 def flops_per_mask_iteration(model, dev, config: OptimConfig) -> dict:
     """FLOPs of one forward of one image, and of one counted optimizer step (fwd + bwd)."""
+    model.to(dev)
     x = torch.rand(1, 3, 224, 224, device=dev)
     with frozen(model), channels_last_weights(model, config.channels_last):
         with FlopCounterMode(display=False) as fc, torch.no_grad():
