@@ -11,10 +11,14 @@ import torch
 from upx_core import MaskSetting, OptimConfig, UPXResult
 from upx_core.casestudy import (
     BEFORE,
+    blur_region,
+    box_region,
     bracket_highest,
+    find_results_dir,
     load_results,
     probability_table,
     provenance,
+    region_share,
     save_results,
 )
 
@@ -91,3 +95,45 @@ def test_save_and_load_results_round_trip(tmp_path):
 
 def test_load_results_missing_folder_is_empty(tmp_path):
     assert load_results(tmp_path / "nothing") == []
+
+
+def test_box_region_and_region_share():
+    region = box_region((0, 2, 0, 4), size=(4, 4))
+    assert float(region.sum()) == 8
+    with pytest.raises(ValueError, match="box"):
+        box_region((2, 2, 0, 4), size=(4, 4))
+    inside = torch.zeros(4, 4)
+    inside[0, 0] = 1.0
+    stats = region_share(inside, region)
+    assert stats == pytest.approx({"share": 1.0, "area": 0.5, "enrichment": 2.0})
+    uniform = region_share(torch.full((1, 4, 4), 0.3), region)
+    assert uniform["enrichment"] == pytest.approx(1.0)
+    assert region_share(torch.zeros(4, 4), region)["share"] == 0.0
+
+
+def test_blur_region_only_changes_the_region():
+    from torch import nn
+
+    from upx_core.models import Classifier
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5))
+    model = Classifier(net, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=16, categories=CATS)
+    image = torch.rand(3, 16, 16)
+    nothing = blur_region(model, image, torch.zeros(16, 16))
+    with torch.no_grad():
+        clean = torch.softmax(model(image[None]), dim=1)[0]
+    assert torch.allclose(nothing, clean, atol=1e-6)
+    changed = blur_region(model, image, box_region((0, 8, 0, 8), size=(16, 16)),
+                          OptimConfig(sigma=2.0, kernel_size=5))
+    assert not torch.allclose(changed, clean, atol=1e-4)
+    assert changed.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_find_results_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_results_dir() is None
+    (tmp_path / "notebooks" / "results").mkdir(parents=True)
+    assert find_results_dir() == tmp_path / "notebooks" / "results"
+    (tmp_path / "results").mkdir()
+    assert find_results_dir() == tmp_path / "results"

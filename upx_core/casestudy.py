@@ -3,6 +3,8 @@
 - :func:`probability_table`: the probabilities of a few classes before and after each mask, the
   numbers of the paper's Fig. 4; :func:`bracket_highest` formats them the paper's way, with each
   class's highest probability in brackets.
+- :func:`box_region`, :func:`region_share` and :func:`blur_region`: does a mask sit on a part of
+  the image (a hand-drawn box), and what happens when only that part is blurred.
 - :func:`provenance`, :func:`save_results` and :func:`load_results`: larger evaluation runs are
   stored as a CSV plus a small JSON sidecar (command, hardware, date, git commit, wall time), so
   a chapter can show them next to its own live run with where they came from.
@@ -21,12 +23,19 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .config import OptimConfig
+from .equations import blur, perturb
 from .models import class_index
+from .optimizer import frozen
 from .result import UPXResult
 
 __all__ = [
     "probability_table",
     "bracket_highest",
+    "box_region",
+    "region_share",
+    "blur_region",
+    "find_results_dir",
     "hardware",
     "git_commit",
     "provenance",
@@ -82,6 +91,58 @@ def bracket_highest(table: pd.DataFrame, digits: int = 3, percent: bool = False)
             text = f"{v * scale:.{digits}f}"
             out.loc[row, col] = f"[{text}]" if v == top else text
     return out
+
+
+def box_region(box: Sequence[int], size: Sequence[int] = (224, 224)) -> torch.Tensor:
+    """An ``[H, W]`` map that is 1 inside ``box = (top, bottom, left, right)`` (pixel rows
+    ``top:bottom``, columns ``left:right``) and 0 elsewhere."""
+    top, bottom, left, right = (int(v) for v in box)
+    h, w = int(size[0]), int(size[1])
+    if not (0 <= top < bottom <= h and 0 <= left < right <= w):
+        raise ValueError(f"box {tuple(box)} is empty or outside a {h} x {w} image")
+    region = torch.zeros(h, w)
+    region[top:bottom, left:right] = 1.0
+    return region
+
+
+def region_share(undesirable: torch.Tensor, region: torch.Tensor) -> dict[str, float]:
+    """How much of a map of undesirable pixels (1 - M') lies inside ``region`` (``[H, W]``).
+
+    ``share``: the region's part of the map's total mass; ``area``: the region's part of the
+    image; ``enrichment``: share / area (1 means no more than a uniform map would put there).
+    A map with no mass has share 0.
+    """
+    u = undesirable.detach().reshape(region.shape).double().clamp(0, 1)
+    r = region.double()
+    total = float(u.sum())
+    share = float((u * r).sum()) / total if total > 0 else 0.0
+    area = float(r.mean())
+    return {"share": share, "area": area, "enrichment": share / area if area > 0 else 0.0}
+
+
+def blur_region(model: torch.nn.Module, image: torch.Tensor, region: torch.Tensor,
+                config: OptimConfig | None = None) -> torch.Tensor:
+    """Class probabilities ``[C]`` of ``image`` with only ``region`` replaced by its blur.
+
+    The same perturbation as Eq. 1 with a hand-drawn mask M' = 1 - region, so a claim about a
+    part of the image ("the end of the horn") can be tested directly.
+    """
+    config = config or OptimConfig()
+    dev = next(model.parameters(), torch.empty(0)).device
+    x = image.unsqueeze(0).to(dev, torch.float32) if image.dim() == 3 else image.to(dev)
+    keep = (1.0 - region.to(dev, torch.float32)).reshape(1, 1, *region.shape[-2:])
+    with frozen(model), torch.no_grad():
+        q = perturb(x, blur(x, config.sigma, config.kernel_size), keep)
+        return torch.softmax(model(q).float(), dim=1)[0].cpu()
+
+
+def find_results_dir(name: str = "results") -> Path | None:
+    """The stored-results folder, whether a notebook runs from ``notebooks/`` (the book build)
+    or from the repository root (papermill in CI): ``./name`` or ``./notebooks/name``."""
+    for candidate in (Path.cwd() / name, Path.cwd() / "notebooks" / name):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def hardware() -> str:
