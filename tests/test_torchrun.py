@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import torch.distributed as dist
 
 from upx_core import OptimConfig, load_model
@@ -51,8 +52,13 @@ def test_torchrun_two_ranks_equal_one_process_and_resume(tmp_path):
     assert list(zip(merged.image_index, merged["mode"], strict=True)) == [
         (i, m) for i in INDICES for m in ("ftc", "fntc")]
 
-    single = run_evaluation(load_model("efficientnet_lite0"), INDICES, config=OptimConfig(
-        iterations=3), device="cpu", progress=False, batch_images=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks run (torchrun sets OMP_NUM_THREADS=1); on busy
+    try:  # cores two threads can be many times slower than one
+        single = run_evaluation(load_model("efficientnet_lite0"), INDICES, config=OptimConfig(
+            iterations=3), device="cpu", progress=False, batch_images=2)
+    finally:
+        torch.set_num_threads(threads)
     text = ["image_index", "mode", "seed", "file", "model", "target", "target_name"]
     pd.testing.assert_frame_equal(merged[text], single[text])
     numbers = ["prob_before", "prob_after", "ratio"]
