@@ -1,0 +1,171 @@
+"""upx_core.explore: grids, analysis tables, PNG rendering and the two explorers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_masks, sample_path
+from upx_core.explore import (
+    consistency_table,
+    live_explorer,
+    logit_decomposition,
+    param_grid,
+    plot_logit_decomposition,
+    result_pngs,
+    static_explorer,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = OptimConfig(iterations=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on busy shared cores two threads can be many times slower
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def image():
+    try:
+        return load_image(sample_path("mobile home"))
+    except RuntimeError as err:  # offline without UPX_DATA_DIR
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return param_grid({"mode": ("ftc", "fntc"), "lambda2": (1.0, 3.0, 6.0)}, seed=1)
+
+
+@pytest.fixture(scope="module")
+def grid_result(model, image, grid):
+    return optimize_masks(model, image, targets="mobile home", settings=grid.settings,
+                          config=TINY, progress=False)
+
+
+def test_param_grid_order_first_axis_slowest(grid):
+    assert grid.shape == (2, 3)
+    assert len(grid) == 6
+    assert [(s.mode, s.lambda2) for s in grid.settings] == [
+        ("ftc", 1.0), ("ftc", 3.0), ("ftc", 6.0), ("fntc", 1.0), ("fntc", 3.0), ("fntc", 6.0),
+    ]
+    assert all(s.seed == 1 and s.lambda1 == MaskSetting().lambda1 for s in grid.settings)
+    assert grid.cells[4] == {"mode": "fntc", "lambda2": 3.0}
+    assert grid.index(mode="fntc", lambda2=3.0) == 4
+    assert grid.label(1) == "mode=ftc, lambda2=3.0"
+
+
+def test_param_grid_rejects_config_options_and_bad_axes():
+    with pytest.raises(ValueError, match="OptimConfig"):
+        param_grid({"sigma": (1.0, 5.0)})
+    with pytest.raises(ValueError, match="both"):
+        param_grid({"mode": ("ftc",)}, mode="fntc")
+    with pytest.raises(ValueError, match="no values"):
+        param_grid({"lambda2": ()})
+    with pytest.raises(ValueError, match="repeats"):
+        param_grid({"lambda2": (1.0, 1.0)})
+    with pytest.raises(ValueError, match="mode"):
+        param_grid({"mode": ("nonsense",)})
+
+
+def test_result_pngs_one_valid_png_per_cell(grid, grid_result, image):
+    from PIL import Image
+
+    pngs = result_pngs(grid_result, image, titles=[grid.label(i) for i in range(len(grid))])
+    assert len(pngs) == len(grid)
+    for p in pngs:
+        assert p.startswith(PNG_MAGIC)
+        import io
+
+        with Image.open(io.BytesIO(p)) as im:
+            im.verify()
+    assert len(set(pngs)) == len(pngs)  # titles differ, so every picture does
+
+
+def test_static_explorer_links_controls(grid, grid_result, image):
+    import ipywidgets as widgets
+
+    pngs = result_pngs(grid_result, image)
+    box = static_explorer(grid, pngs)
+    toggle, row, outer = box.children
+    slider, labels = row.children
+    assert isinstance(toggle, widgets.ToggleButtons) and toggle.options == ("ftc", "fntc")
+    assert isinstance(slider, widgets.IntSlider) and (slider.min, slider.max) == (0, 2)
+    assert isinstance(outer, widgets.Stack) and len(outer.children) == 2
+    assert [c.children[1].value for c in outer.children] == [pngs[1], pngs[4]]
+    assert "lambda2 = 3" in labels.children[1].value
+    linked = {(ln.source[0].model_id, ln.target[0].model_id) for ln in box.links}
+    assert (toggle.model_id, outer.model_id) in linked
+    for inner in outer.children:
+        assert (slider.model_id, inner.model_id) in linked
+    with pytest.raises(ValueError, match="images"):
+        static_explorer(grid, pngs[:-1])
+
+
+def test_static_explorer_one_axis(image, model):
+    g = param_grid({"lambda2": (1.0, 3.0)})
+    box = static_explorer(g, [b"a", b"b"])
+    row, stack = box.children
+    assert [c.value for c in stack.children] == [b"a", b"b"]
+
+
+def test_logit_decomposition_is_exact(model, image, grid_result):
+    df = logit_decomposition(model, image, grid_result)
+    assert len(df) == 6
+    p0, p1 = df["prob_before"], df["prob_after"]
+    log_odds = (p1 / (1 - p1)).map(math.log) - (p0 / (1 - p0)).map(math.log)
+    assert (df["d_log_odds"] - log_odds).abs().max() < 1e-3
+    assert (df["d_log_odds"] - (df["d_target_logit"] - df["d_lse_others"])).abs().max() < 1e-4
+    fig = plot_logit_decomposition(df)
+    assert len(fig.axes[0].patches) == 3 * len(df)
+
+
+def test_consistency_table_groups_trials(model, image):
+    settings = [MaskSetting(mode=m, seed=s) for m in ("baseline", "ftc") for s in (0, 1, 2)]
+    r = optimize_masks(model, image, settings=settings, config=TINY, progress=False)
+    table = consistency_table(r)
+    assert list(table["mode"]) == ["baseline", "ftc"]
+    assert list(table["trials"]) == [3, 3]
+    assert table[["pearson", "iou"]].notna().all().all()
+    assert ((table["iou"] >= 0) & (table["iou"] <= 1)).all()
+
+
+def test_live_explorer_builds_and_updates(model, image):
+    import ipywidgets as widgets
+
+    ex = live_explorer(model, image, target="mobile home", iterations=2)
+    assert isinstance(ex, widgets.VBox)
+    expected = {"mode", "target", "seed", "lambda1", "lambda2", "beta", "gamma", "lr",
+                "iterations", "sigma", "kernel_size", "mask_size"}
+    assert set(ex.controls) == expected
+    assert ex.button in ex.children[2].children
+    assert ex.picture.layout.display == "none"
+    ex.controls["mode"].value = "fntc"
+    ex.controls["mask_size"].value = 14
+    setting, config = ex.current()
+    assert setting.mode == "fntc" and config.mask_size == 14 and config.iterations == 2
+    r = ex.update()
+    assert r is ex.result and r.masks.shape[-1] == 14
+    assert r.class_name(int(r.targets[0, 0])) == "mobile home"
+    assert bytes(ex.picture.value).startswith(PNG_MAGIC) and ex.picture.layout.display is None
+    assert "mobile home" in ex.status.value
+
+
+def test_live_explorer_reports_bad_input(model, image):
+    ex = live_explorer(model, image, iterations=1)
+    ex.controls["kernel_size"].value = 4  # the slider steps by 2 from 3; force an even size
+    if ex.controls["kernel_size"].value % 2:
+        pytest.skip("the slider rounded the even kernel size to an odd one")
+    assert ex.update() is None
+    assert "kernel_size" in ex.status.value
