@@ -16,6 +16,8 @@ from upx_core.casestudy import (
     bracket_highest,
     find_results_dir,
     load_results,
+    paired_wins,
+    paper_layout,
     probability_table,
     provenance,
     region_share,
@@ -137,3 +139,35 @@ def test_find_results_dir(tmp_path, monkeypatch):
     assert find_results_dir() == tmp_path / "notebooks" / "results"
     (tmp_path / "results").mkdir()
     assert find_results_dir() == tmp_path / "results"
+
+
+def eval_rows() -> pd.DataFrame:
+    rows = []
+    for image, gains in ((1, (50.0, 40.0, 5.0)), (2, (30.0, 35.0, 10.0))):
+        for mode, gain in zip(("ftc", "fntc", "random"), gains, strict=True):
+            rows.append({"model": "m", "image_index": image, "seed": 0, "mode": mode,
+                         "relative_improvement": gain, "ratio": 0.01 * image})
+    return pd.DataFrame(rows)
+
+
+def test_paper_layout_puts_paper_and_runs_side_by_side():
+    table = paper_layout({"live": eval_rows()}, "phi")
+    assert list(table.index) == ["VGG-19 (paper)", "ResNet-18 (paper)", "m (live)"]
+    assert list(table.columns) == ["F-TC", "F-NTC", "random (F-TC area)", "images"]
+    assert table.loc["VGG-19 (paper)", "F-TC"] == pytest.approx(48.741)
+    assert table.loc["m (live)", "F-TC"] == pytest.approx(40.0)
+    assert table.loc["m (live)", "images"] == 2
+    assert pd.isna(table.loc["VGG-19 (paper)", "random (F-TC area)"])
+    ratio = paper_layout({"live": eval_rows()}, "ratio", paper=False)
+    assert list(ratio.index) == ["m (live)"]
+    assert ratio.loc["m (live)", "F-NTC"] == pytest.approx(0.015)
+    with pytest.raises(ValueError, match="metric"):
+        paper_layout({"live": eval_rows()}, "accuracy")
+
+
+def test_paired_wins():
+    df = eval_rows()
+    assert paired_wins(df, "ftc", "random") == 1.0
+    assert paired_wins(df, "ftc", "fntc") == 0.5
+    with pytest.raises(ValueError, match="share no"):
+        paired_wins(df, "ftc", "baseline")

@@ -5,6 +5,8 @@
   class's highest probability in brackets.
 - :func:`box_region`, :func:`region_share` and :func:`blur_region`: does a mask sit on a part of
   the image (a hand-drawn box), and what happens when only that part is blurred.
+- :data:`PAPER_TABLES`, :func:`paper_layout` and :func:`paired_wins`: Tables 1 and 2 of the
+  paper next to evaluation runs (rows model and source, one column per mode).
 - :func:`provenance`, :func:`save_results` and :func:`load_results`: larger evaluation runs are
   stored as a CSV plus a small JSON sidecar (command, hardware, date, git commit, wall time), so
   a chapter can show them next to its own live run with where they came from.
@@ -36,6 +38,10 @@ __all__ = [
     "region_share",
     "blur_region",
     "find_results_dir",
+    "PAPER_TABLES",
+    "MODE_LABELS",
+    "paper_layout",
+    "paired_wins",
     "hardware",
     "git_commit",
     "provenance",
@@ -143,6 +149,65 @@ def find_results_dir(name: str = "results") -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+# Tables 1 and 2 of the paper (1000 ImageNet images). Table 2 is read as a fraction of the
+# image (0.0373 = 3.73 %), as its text says: "below 4%".
+PAPER_TABLES = {
+    "phi": {"VGG-19": {"ftc": 48.741, "fntc": 48.979},
+            "ResNet-18": {"ftc": 44.898, "fntc": 44.688}},
+    "ratio": {"VGG-19": {"ftc": 0.0373, "fntc": 0.0378},
+              "ResNet-18": {"ftc": 0.0360, "fntc": 0.0398}},
+}
+MODE_LABELS = {"ftc": "F-TC", "fntc": "F-NTC", "baseline": "baseline (Eq. 3)",
+               "random": "random (F-TC area)", "deletion": "deletion"}
+_METRIC_COLUMN = {"phi": "relative_improvement", "ratio": "ratio"}
+
+
+def paper_layout(runs: dict[str, pd.DataFrame], metric: str = "phi",
+                 paper: bool = True) -> pd.DataFrame:
+    """Table 1 (``metric="phi"``) or Table 2 (``"ratio"``) in the paper's layout.
+
+    ``runs`` maps a source label ("this run, 12 images") to an evaluation table (the rows of
+    :func:`upx_core.evaluation.run_evaluation`). One row per (model, source), plus the paper's
+    rows when ``paper``; one column per mode, named as in :data:`MODE_LABELS`, F-TC and F-NTC
+    first; the last column ``images`` counts the distinct images of that row. phi is the mean
+    relative improvement of Eq. 8 (percent), ratio the mean share of undesirable pixels.
+    """
+    if metric not in _METRIC_COLUMN:
+        raise ValueError(f"metric must be 'phi' or 'ratio', got {metric!r}")
+    col = _METRIC_COLUMN[metric]
+    rows: dict[str, dict] = {}
+    if paper:
+        for model, values in PAPER_TABLES[metric].items():
+            rows[f"{model} (paper)"] = {**values, "images": 1000}
+    for source, df in runs.items():
+        for model, part in df.groupby("model", sort=False):
+            row = part.groupby("mode")[col].mean().to_dict()
+            row["images"] = part["image_index"].nunique()
+            rows[f"{model} ({source})"] = row
+    modes = [m for m in MODE_LABELS if any(m in r for r in rows.values())]
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=[*modes, "images"])
+    table = table.rename(columns=MODE_LABELS)
+    table["images"] = table["images"].astype("Int64")
+    table.columns.name = "phi (Eq. 8, %)" if metric == "phi" else "undesirable-pixel ratio"
+    return table
+
+
+def paired_wins(df: pd.DataFrame, a: str = "ftc", b: str = "random",
+                column: str = "relative_improvement") -> float:
+    """The share of (model, image, seed) where mode ``a`` scores higher than mode ``b``.
+
+    A paired comparison on the same images, which a difference of means over a few images
+    cannot give. Raises if the two modes share no (model, image, seed).
+    """
+    key = ["model", "image_index", "seed"]
+    left = df[df["mode"] == a].set_index(key)[column]
+    right = df[df["mode"] == b].set_index(key)[column]
+    both = left.to_frame("a").join(right.to_frame("b"), how="inner")
+    if both.empty:
+        raise ValueError(f"modes {a!r} and {b!r} share no (model, image, seed)")
+    return float((both["a"] > both["b"]).mean())
 
 
 def hardware() -> str:
