@@ -272,11 +272,14 @@ def test_summary_table_layout():
         "image_index": [1, 1, 2, 2, 1, 1],
         "relative_improvement": [10.0, 20.0, 30.0, 40.0, 1.0, 2.0],
         "ratio": [0.01, 0.02, 0.03, 0.04, 0.1, 0.2],
+        "relative_improvement_thresholded": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
     })
     t = summary_table(df)
     assert list(t.index) == ["m", "n"]
     assert list(t.columns) == [("phi", "ftc"), ("phi", "fntc"), ("ratio", "ftc"),
-                               ("ratio", "fntc"), ("n", "ftc"), ("n", "fntc")]
+                               ("ratio", "fntc"), ("phi_thresholded", "ftc"),
+                               ("phi_thresholded", "fntc"), ("n", "ftc"), ("n", "fntc")]
+    assert t.loc["m", ("phi_thresholded", "fntc")] == 3.0
     assert t.loc["m", ("phi", "ftc")] == 20.0 and t.loc["m", ("phi", "fntc")] == 30.0
     assert t.loc["m", ("ratio", "fntc")] == pytest.approx(0.03)
     assert t.loc["m", ("n", "ftc")] == 2 and t.loc["n", ("n", "fntc")] == 1
@@ -297,3 +300,8 @@ def test_single_process_run_folds_in_parts_of_a_stopped_torchrun(tmp_path):
     assert _files(tmp_path) == ["e.csv"]
     pd.testing.assert_frame_equal(pd.read_csv(out, keep_default_na=False), full)
     assert len(df) == 4
+
+
+def test_thresholded_mask_blurs_only_the_counted_pixels():
+    mask_up = torch.tensor([[[[1.0, 0.5], [0.39, 0.4]]]])  # 1 - M' = 0, .5, .61, .6
+    assert torch.equal(ev.thresholded(mask_up, 0.6), torch.tensor([[[[1.0, 1.0], [0.0, 1.0]]]]))

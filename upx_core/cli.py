@@ -205,8 +205,11 @@ def evaluate(args) -> int:
         out_csv=args.out, resume=not args.no_resume, progress=not args.no_progress,
         data_root=root,
     )
-    print(summary_table(df).to_string())
-    print(f"wrote {args.out} ({len(df)} rows)")
+    from .distributed import env_world
+
+    if env_world()[0] == 0:  # under torchrun only rank 0 holds the merged table
+        print(summary_table(df).to_string())
+        print(f"wrote {args.out} ({len(df)} rows)")
     return 0
 
 

@@ -24,6 +24,10 @@ def _check_nonneg(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
 
 
+def _not_int(value) -> bool:
+    return not isinstance(value, int) or isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class MaskSetting:
     """What one mask of a batch optimizes: the mode, its trial seed and its regularizer weights.
@@ -82,16 +86,16 @@ class OptimConfig:
     check_every: int = 10
 
     def __post_init__(self) -> None:
-        if not isinstance(self.iterations, int) or self.iterations <= 0:
+        if _not_int(self.iterations) or self.iterations <= 0:
             raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
         if not isinstance(self.lr, (int, float)) or not (self.lr > 0) or math.isinf(self.lr):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not isinstance(self.mask_size, int) or self.mask_size < 2:
+        if _not_int(self.mask_size) or self.mask_size < 2:
             raise ValueError(f"mask_size must be an integer >= 2, got {self.mask_size!r}")
         if not isinstance(self.sigma, (int, float)) or not (self.sigma > 0):
             raise ValueError(f"sigma must be > 0, got {self.sigma!r}")
         ks = self.kernel_size
-        if not isinstance(ks, int) or ks <= 0 or ks % 2 == 0:
+        if _not_int(ks) or ks <= 0 or ks % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer, got {ks!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")

@@ -293,6 +293,11 @@ def optimize_masks(
             f"images are {images.shape[-1]}x{images.shape[-2]}, smaller than the "
             f"{config.mask_size}x{config.mask_size} mask"
         )
+    if min(images.shape[-2:]) <= config.kernel_size // 2:
+        raise ValueError(
+            f"images are {images.shape[-1]}x{images.shape[-2]}, too small for the "
+            f"{config.kernel_size}-pixel blur kernel"
+        )
     if batch_size is not None and batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     dev = resolve_device(device)
