@@ -9,6 +9,7 @@ import torch
 
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_masks, sample_path
 from upx_core.explore import (
+    as_list,
     consistency_table,
     live_explorer,
     logit_decomposition,
@@ -52,6 +53,18 @@ def grid():
 def grid_result(model, image, grid):
     return optimize_masks(model, image, targets="mobile home", settings=grid.settings,
                           config=TINY, progress=False)
+
+
+def test_as_list_reads_papermill_strings():
+    assert as_list("[0, 1]") == [0, 1]
+    assert as_list("0, 1") == [0, 1]
+    assert as_list("[ftc, fntc]") == ["ftc", "fntc"]
+    assert as_list('["mobile home", "tusker"]') == ["mobile home", "tusker"]
+    assert as_list([0.5, 3.0]) == [0.5, 3.0]
+    assert as_list((1, 2)) == [1, 2]
+    assert as_list("[0.5, 3]") == [0.5, 3]
+    assert as_list("'mobile home', tusker") == ["mobile home", "tusker"]
+    assert as_list(3) == [3]
 
 
 def test_param_grid_order_first_axis_slowest(grid):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
 
 __all__ = [
+    "as_list",
     "ParamGrid",
     "param_grid",
     "logit_decomposition",
@@ -42,6 +44,40 @@ __all__ = [
 ]
 
 SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(MaskSetting))
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def as_list(value) -> list:
+    """A notebook parameter as a list, however it was passed.
+
+    ``papermill -p seeds "[0, 1]"`` passes the *string* ``"[0, 1]"`` (``-p`` only infers
+    numbers and booleans; ``-y "seeds: [0, 1]"`` passes a list). A string is read as JSON
+    (``"[0, 1]"``, ``'["ftc", "fntc"]'``) or else as comma-separated items, each a number if it
+    reads as one (``"0, 1"``, ``"[ftc, fntc]"``); a scalar becomes a one-element list; lists and
+    tuples are copied.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            items = [t.strip().strip("'\"") for t in text.strip("[]").split(",")]
+            return [_number_or_text(t) for t in items if t]
+        return parsed if isinstance(parsed, list) else [parsed]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _number_or_text(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 # --------------------------------------------------------------------------- parameter grids
@@ -216,7 +252,7 @@ def plot_logit_decomposition(df: pd.DataFrame, ax: Axes | None = None,
     """Grouped bars per row of :func:`logit_decomposition`: the target-logit change, minus the
     others' log-sum-exp change, and their sum, the change in the target's log-odds."""
     if ax is None:
-        fig = Figure(figsize=(max(4.0, 0.75 * len(df) + 1.5), 3.2))
+        fig = Figure(figsize=(max(5.0, 0.75 * len(df) + 1.5), 3.6), layout="constrained")
         ax = fig.subplots()
     fig = ax.figure
     x = np.arange(len(df))
@@ -224,15 +260,15 @@ def plot_logit_decomposition(df: pd.DataFrame, ax: Axes | None = None,
     ax.bar(x - w, df["d_target_logit"], w, label=r"$\Delta y_k$ (target logit)", color="tab:blue")
     ax.bar(x, -df["d_lse_others"], w, label=r"$-\Delta\,\mathrm{LSE}_{i\neq k}\,y_i$ (others)",
            color="tab:orange")
-    ax.bar(x + w, df["d_log_odds"], w, label=r"$\Delta \log\frac{p_k}{1-p_k}$", color="0.4")
+    ax.bar(x + w, df["d_log_odds"], w, label=r"$\Delta \log\frac{p_k}{1-p_k}$ (sum)",
+           color="0.4")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels(labels if labels is not None else
                        [f"{m}\ntrial {s}" for m, s in zip(df["mode"], df["seed"], strict=True)],
                        fontsize=8)
     ax.set_ylabel("change from X to Q")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     return fig
 
 
