@@ -165,6 +165,15 @@ def test_paper_layout_puts_paper_and_runs_side_by_side():
         paper_layout({"live": eval_rows()}, "accuracy")
 
 
+def test_paper_layout_thresholded_phi():
+    rows = eval_rows()
+    rows["relative_improvement_thresholded"] = rows["relative_improvement"] / 2
+    table = paper_layout({"new": rows, "old": eval_rows()}, "phi_thresholded")
+    assert list(table.index) == ["m (new)", "m (old)"]  # the paper has no such table
+    assert table.loc["m (new)", "F-TC"] == pytest.approx(20.0)
+    assert pd.isna(table.loc["m (old)", "F-TC"])
+
+
 def test_paired_wins():
     df = eval_rows()
     assert paired_wins(df, "ftc", "random") == 1.0

@@ -161,7 +161,10 @@ PAPER_TABLES = {
 }
 MODE_LABELS = {"ftc": "F-TC", "fntc": "F-NTC", "baseline": "baseline (Eq. 3)",
                "random": "random (F-TC area)", "deletion": "deletion"}
-_METRIC_COLUMN = {"phi": "relative_improvement", "ratio": "ratio"}
+_METRIC_COLUMN = {"phi": "relative_improvement", "ratio": "ratio",
+                  "phi_thresholded": "relative_improvement_thresholded"}
+_METRIC_NAME = {"phi": "phi (Eq. 8, %)", "ratio": "undesirable-pixel ratio",
+                "phi_thresholded": "phi, only pixels above the threshold blurred (%)"}
 
 
 def paper_layout(runs: dict[str, pd.DataFrame], metric: str = "phi",
@@ -173,16 +176,20 @@ def paper_layout(runs: dict[str, pd.DataFrame], metric: str = "phi",
     rows when ``paper``; one column per mode, named as in :data:`MODE_LABELS`, F-TC and F-NTC
     first; the last column ``images`` counts the distinct images of that row. phi is the mean
     relative improvement of Eq. 8 (percent), ratio the mean share of undesirable pixels.
+    ``"phi_thresholded"`` is phi with only the pixels counted by the ratio blurred (the paper
+    has no such table; a run without that column gives NaN).
     """
     if metric not in _METRIC_COLUMN:
-        raise ValueError(f"metric must be 'phi' or 'ratio', got {metric!r}")
+        raise ValueError(f"metric must be one of {', '.join(_METRIC_COLUMN)}, got {metric!r}")
     col = _METRIC_COLUMN[metric]
     rows: dict[str, dict] = {}
-    if paper:
+    if paper and metric in PAPER_TABLES:
         for model, values in PAPER_TABLES[metric].items():
             rows[f"{model} (paper)"] = {**values, "images": 1000}
     for source, df in runs.items():
         for model, part in df.groupby("model", sort=False):
+            if col not in part:
+                part = part.assign(**{col: float("nan")})
             row = part.groupby("mode")[col].mean().to_dict()
             row["images"] = part["image_index"].nunique()
             rows[f"{model} ({source})"] = row
@@ -190,7 +197,7 @@ def paper_layout(runs: dict[str, pd.DataFrame], metric: str = "phi",
     table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=[*modes, "images"])
     table = table.rename(columns=MODE_LABELS)
     table["images"] = table["images"].astype("Int64")
-    table.columns.name = "phi (Eq. 8, %)" if metric == "phi" else "undesirable-pixel ratio"
+    table.columns.name = _METRIC_NAME[metric]
     return table
 
 
