@@ -63,18 +63,20 @@ def main() -> None:
         up = r.masks_upsampled
         for mi, mode in enumerate(("baseline", "ftc", "fntc")):
             ks = [mi * len(args.seeds) + j for j in range(len(args.seeds))]
-            cons = [consistency(up[b, ks]) for b in range(len(idx))]
+            cons = ([consistency(up[b, ks]) for b in range(len(idx))] if len(ks) > 1
+                    else [{"pearson": float("nan"), "iou": float("nan")}])
             rows.append({
                 "reading": name, "mode": mode,
                 "phi": float(rel[:, ks].mean()),
                 "ratio_pct": float(ratio[:, ks].mean() * 100),
                 "pearson": float(pd.Series([c["pearson"] for c in cons]).mean()),
                 "iou": float(pd.Series([c["iou"] for c in cons]).mean()),
-                "wall_s": wall,
+                "n_images": len(idx), "seeds": len(args.seeds),
+                "iterations": args.iterations, "wall_s": wall,
             })
+        # after every reading, so a long sweep that is stopped keeps what it measured
+        pd.DataFrame(rows).to_csv(args.out, index=False)
         print(pd.DataFrame(rows).to_string(index=False), flush=True)
-    df = pd.DataFrame(rows)
-    df.to_csv(args.out, index=False)
     print(f"images: {idx}")
 
 

@@ -181,6 +181,10 @@ def explain(args) -> int:
         c = summary["consistency"]
         print(f"consistency  Pearson {c['pearson']:.3f}, IoU {c['iou']:.3f} "
               f"over {len(settings)} trials")
+    if config.objective == "prob" and float(after.max() - before[0]) < 0.01 < 1 - float(before[0]):
+        print(f"note         p({name}) barely moved: a target the model gives little probability "
+              "pulls weakly against the penalties; try --objective log_prob "
+              "(book/implementation-notes.md)")
     print(f"wrote        {out}/ (result.json, mask.npy, heatmap.png, perturbed.png, "
           f"explanation.png) in {wall:.1f} s")
     return 0
