@@ -366,8 +366,8 @@ def _live_controls(setting: MaskSetting, config: OptimConfig, iterations: int, c
                    target: int) -> dict:
     import ipywidgets as widgets
 
-    style = {"description_width": "initial"}
-    lay = widgets.Layout(width="320px")
+    style = {"description_width": "110px"}  # one width, so the sliders line up
+    lay = widgets.Layout(width="340px")
 
     def fslider(name, value, lo, hi, step):
         return widgets.FloatSlider(value=value, min=lo, max=hi, step=step, description=name,
