@@ -17,6 +17,7 @@ from upx_core.explore import (
     plot_logit_decomposition,
     result_pngs,
     static_explorer,
+    styled,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -182,3 +183,13 @@ def test_live_explorer_reports_bad_input(model, image):
         pytest.skip("the slider rounded the even kernel size to an odd one")
     assert ex.update() is None
     assert "kernel_size" in ex.status.value
+
+
+def test_styled_table_rounds_pads_and_hides_index():
+    import pandas as pd
+
+    html = styled(pd.DataFrame({"mode": ["ftc"], "p": [0.123456]}), precision=2,
+                  caption="cap").to_html()
+    assert "0.12" in html and "0.123" not in html
+    assert "padding" in html and "cap" in html
+    assert "row0_col0" in html and ">0<" not in html  # no index column

@@ -37,6 +37,7 @@ __all__ = [
     "logit_decomposition",
     "consistency_table",
     "plot_logit_decomposition",
+    "styled",
     "result_pngs",
     "static_explorer",
     "LiveExplorer",
@@ -270,6 +271,19 @@ def plot_logit_decomposition(df: pd.DataFrame, ax: Axes | None = None,
     ax.set_ylabel("change from X to Q")
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     return fig
+
+
+def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
+           index: bool = False):
+    """A DataFrame as a padded HTML table for the book: numbers rounded to ``precision``,
+    the index hidden unless ``index``, an optional caption."""
+    sty = df.style.format(precision=precision).set_table_styles(
+        [{"selector": "th, td", "props": "padding: 0.25em 0.9em; text-align: right;"}])
+    if not index:
+        sty = sty.hide(axis="index")
+    if caption:
+        sty = sty.set_caption(caption)
+    return sty
 
 
 # --------------------------------------------------------------------------- PNG rendering
