@@ -278,7 +278,7 @@ def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
     """A DataFrame as a padded HTML table for the book: numbers rounded to ``precision``,
     the index hidden unless ``index``, an optional caption."""
     sty = df.style.format(precision=precision).set_table_styles(
-        [{"selector": "th, td", "props": "padding: 0.25em 0.9em; text-align: right;"}])
+        [{"selector": "th, td", "props": "padding: 0.2em 0.5em; text-align: right;"}])
     if not index:
         sty = sty.hide(axis="index")
     if caption:
