@@ -33,7 +33,8 @@ def overlay(image: torch.Tensor, undesirable: torch.Tensor, alpha: float = 0.5,
     img = to_numpy_image(image)
     heat = heatmap_rgb(undesirable, cmap)
     weight = alpha * undesirable.detach().cpu().reshape(img.shape[:2]).clamp(0, 1).numpy()
-    return img * (1 - weight[..., None]) + heat * weight[..., None]
+    # float rounding can overshoot 1 by an ulp, which matplotlib reports as clipping
+    return np.clip(img * (1 - weight[..., None]) + heat * weight[..., None], 0.0, 1.0)
 
 
 def _prob_caption(result: UPXResult, b: int, k: int) -> str:
