@@ -42,7 +42,7 @@ from .data import load_image, sample_filenames, sample_path
 from .distributed import DistInfo, process_group
 from .equations import blur, perturb, upsample_mask
 from .metrics import relative_improvement, undesirable_pixel_ratio
-from .optimizer import _forward, frozen, optimize_masks
+from .optimizer import _forward, frozen, on_device, optimize_masks
 
 __all__ = [
     "EVAL_MODES",
@@ -388,8 +388,6 @@ def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dis
     if not todo:
         return []
     dev = dist_info.device
-    original = next(model.parameters(), torch.empty(0)).device
-    model.to(dev)  # once, instead of once per optimize_masks call
     new: list[dict] = []
     bar = tqdm(total=len(todo), unit="image", disable=not progress, desc="upx evaluate")
     # Images that miss the same (mode, seed) pairs share batches, so a batch runs no setting
@@ -399,17 +397,18 @@ def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dis
         groups.setdefault(frozenset((m, s) for (j, m, s) in missing if j == i), []).append(i)
     batches = [g[k:k + batch_images] for g in groups.values()
                for k in range(0, len(g), batch_images)]
-    try:
-        for batch in batches:
-            rows = _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev,
-                                   progress, data_root, batch_size)
-            new.extend(rows)
-            if work is not None:
-                _atomic_write_csv(_sorted(_concat([own, _frame(new)])), work)
-            bar.update(len(batch))
-    finally:
-        bar.close()
-        model.to(original)
+    # on the device once, instead of once per optimize_masks call
+    with on_device(model, dev):
+        try:
+            for batch in batches:
+                rows = _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev,
+                                       progress, data_root, batch_size)
+                new.extend(rows)
+                if work is not None:
+                    _atomic_write_csv(_sorted(_concat([own, _frame(new)])), work)
+                bar.update(len(batch))
+        finally:
+            bar.close()
     return new
 
 

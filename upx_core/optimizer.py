@@ -24,6 +24,7 @@ __all__ = [
     "resolve_device",
     "frozen",
     "channels_last_weights",
+    "on_device",
     "suggest_batch_size",
     "batch_from_memory",
     "initial_mask",
@@ -66,6 +67,17 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
+def on_device(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """The model on ``device`` for the duration, back on the device it came from after."""
+    original = next(model.parameters(), torch.empty(0)).device
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.to(original)
+
+
+@contextlib.contextmanager
 def channels_last_weights(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     """The model's 4-D weights and buffers in channels-last memory order for the duration.
 
@@ -89,8 +101,13 @@ def channels_last_weights(model: nn.Module, enabled: bool = True) -> Iterator[nn
             t.data = t.data.contiguous()
 
 
+# Share of free CUDA memory a batch may plan for, and the largest batch suggested.
+SAFETY = 0.6
+MAX_BATCH = 4096
+
+
 def batch_from_memory(free_bytes: float, per_mask_bytes: float, fixed_bytes: float = 0.0,
-                      safety: float = 0.6, max_batch: int = 4096) -> int:
+                      safety: float = SAFETY, max_batch: int = MAX_BATCH) -> int:
     """How many masks fit: ``(free * safety - fixed) / per_mask``, clamped to 1..max_batch."""
     if not 0 < safety <= 1:
         raise ValueError(f"safety must be in (0, 1], got {safety}")
@@ -105,8 +122,8 @@ def suggest_batch_size(
     image_size: int | tuple[int, int] = 224,
     device: str | torch.device = "auto",
     config: OptimConfig | None = None,
-    safety: float = 0.6,
-    max_batch: int = 4096,
+    safety: float = SAFETY,
+    max_batch: int = MAX_BATCH,
 ) -> int | None:
     """Masks per forward pass that fit the free memory of a CUDA device (``None`` on the CPU).
 
@@ -122,14 +139,8 @@ def suggest_batch_size(
         return None
     config = config or OptimConfig()
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    with frozen(model):
-        original = next(model.parameters(), torch.empty(0)).device
-        model.to(dev)
-        try:
-            with channels_last_weights(model, config.channels_last):
-                return _suggest_on_cuda(model, size, dev, config, safety, max_batch)
-        finally:
-            model.to(original)
+    with frozen(model), on_device(model, dev), channels_last_weights(model, config.channels_last):
+        return _suggest_on_cuda(model, size, dev, config, safety, max_batch)
 
 
 def _probe_peak(model: nn.Module, n: int, size, dev: torch.device, config: OptimConfig) -> int:
@@ -305,52 +316,44 @@ def optimize_masks(
     b, k = images.shape[0], len(settings)
     n = b * k
     size = tuple(images.shape[-2:])
-    stack = contextlib.ExitStack()
-
-    with frozen(model):
-        original_device = next(model.parameters(), torch.empty(0)).device
-        model.to(dev)
-        try:
-            stack.enter_context(channels_last_weights(model, config.channels_last))
-            if batch_size is None and dev.type == "cuda":
-                batch_size = _suggest_on_cuda(model, size, dev, config, 0.6, 4096)
-            images = images.detach().to(dev, torch.float32)
-            blurred = blur(images, config.sigma, config.kernel_size)  # once per image
-            with torch.no_grad():
-                logits_clean = torch.cat([
-                    _forward(model, images[i:i + 64], config) for i in range(0, b, 64)
-                ])
-            image_targets = _as_targets(targets, logits_clean, categories)
-
-            job_image = torch.arange(b).repeat_interleave(k)
-            job_setting = torch.arange(k).repeat(b)
-            job_target = torch.tensor([
-                settings[s].target if settings[s].target is not None else int(image_targets[i])
-                for i, s in zip(job_image.tolist(), job_setting.tolist(), strict=True)
+    # Exits in reverse: the weights' memory format first, then their device, then their flags.
+    with frozen(model), on_device(model, dev), channels_last_weights(model, config.channels_last):
+        if batch_size is None and dev.type == "cuda":
+            batch_size = _suggest_on_cuda(model, size, dev, config, SAFETY, MAX_BATCH)
+        images = images.detach().to(dev, torch.float32)
+        blurred = blur(images, config.sigma, config.kernel_size)  # once per image
+        with torch.no_grad():
+            logits_clean = torch.cat([
+                _forward(model, images[i:i + 64], config) for i in range(0, b, 64)
             ])
-            if (job_target < 0).any() or (job_target >= logits_clean.shape[1]).any():
-                raise ValueError(f"a setting's target is outside 0..{logits_clean.shape[1] - 1}")
+        image_targets = _as_targets(targets, logits_clean, categories)
 
-            chunk = batch_size or n
-            masks = torch.empty(n, 1, config.mask_size, config.mask_size)
-            history = torch.empty(config.iterations, n, len(TERMS))
-            probs_after = torch.empty(n, logits_clean.shape[1])
-            perturbed = torch.empty(n, 3, *size) if keep_images else None
-            bar = tqdm(total=config.iterations * n, disable=not progress, unit="mask-it",
-                       desc=f"upx {n} mask{'s' * (n != 1)}", leave=False)
-            for start in range(0, n, chunk):
-                sel = slice(start, min(start + chunk, n))
-                out = _optimize_chunk(
-                    model, images, blurred, logits_clean, job_image[sel], job_target[sel],
-                    [settings[s] for s in job_setting[sel].tolist()], config, bar,
-                )
-                masks[sel], history[:, sel], probs_after[sel] = out[0], out[1], out[2]
-                if perturbed is not None:
-                    perturbed[sel] = out[3]
-            bar.close()
-        finally:
-            stack.close()  # the weights' memory format first, then their device
-            model.to(original_device)
+        job_image = torch.arange(b).repeat_interleave(k)
+        job_setting = torch.arange(k).repeat(b)
+        job_target = torch.tensor([
+            settings[s].target if settings[s].target is not None else int(image_targets[i])
+            for i, s in zip(job_image.tolist(), job_setting.tolist(), strict=True)
+        ])
+        if (job_target < 0).any() or (job_target >= logits_clean.shape[1]).any():
+            raise ValueError(f"a setting's target is outside 0..{logits_clean.shape[1] - 1}")
+
+        chunk = batch_size or n
+        masks = torch.empty(n, 1, config.mask_size, config.mask_size)
+        history = torch.empty(config.iterations, n, len(TERMS))
+        probs_after = torch.empty(n, logits_clean.shape[1])
+        perturbed = torch.empty(n, 3, *size) if keep_images else None
+        bar = tqdm(total=config.iterations * n, disable=not progress, unit="mask-it",
+                   desc=f"upx {n} mask{'s' * (n != 1)}", leave=False)
+        for start in range(0, n, chunk):
+            sel = slice(start, min(start + chunk, n))
+            out = _optimize_chunk(
+                model, images, blurred, logits_clean, job_image[sel], job_target[sel],
+                [settings[s] for s in job_setting[sel].tolist()], config, bar,
+            )
+            masks[sel], history[:, sel], probs_after[sel] = out[0], out[1], out[2]
+            if perturbed is not None:
+                perturbed[sel] = out[3]
+        bar.close()
 
     probs_before = torch.softmax(logits_clean.float(), dim=1).cpu()
     return UPXResult.build(
