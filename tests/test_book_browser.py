@@ -200,9 +200,16 @@ def test_toc_page_loads(visit, doc):
     assert v.response is not None and v.response.status == 200
     assert v.page.title().strip(), f"{doc}.html has no <title>"
     assert v.page.locator("main h1").count() >= 1, f"{doc}.html has no heading"
-    if v.page.locator("main .math").count():
-        # MathJax (vendored, _static/mathjax/) typesets; its fonts load from _static/ too.
-        v.page.wait_for_selector("main mjx-container", timeout=20_000)
+    if v.page.locator("article .math").count():
+        # MathJax (vendored, _static/mathjax/) typesets every formula of the article; its fonts
+        # load from _static/ too. Only the article counts: Jupyter Book repeats the section
+        # headings, math included, in a print-only table of contents that is never visible.
+        v.page.wait_for_function(
+            """() => [...document.querySelectorAll('article .math')]
+                     .every(el => el.querySelector('mjx-container'))""",
+            timeout=20_000,
+        )
+        assert v.page.locator("article mjx-container").first.is_visible()
         v.page.wait_for_load_state("networkidle")
     v.assert_clean()
 
