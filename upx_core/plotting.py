@@ -13,7 +13,10 @@ from matplotlib.figure import Figure
 
 from .result import UPXResult
 
-__all__ = ["to_numpy_image", "overlay", "heatmap_rgb", "show_explanation", "explanation_grid"]
+__all__ = [
+    "to_numpy_image", "overlay", "heatmap_rgb", "heatmap_title", "show_explanation",
+    "explanation_grid",
+]
 
 
 def to_numpy_image(image: torch.Tensor) -> np.ndarray:
@@ -35,6 +38,14 @@ def overlay(image: torch.Tensor, undesirable: torch.Tensor, alpha: float = 0.5,
     weight = alpha * undesirable.detach().cpu().reshape(img.shape[:2]).clamp(0, 1).numpy()
     # float rounding can overshoot 1 by an ulp, which matplotlib reports as clipping
     return np.clip(img * (1 - weight[..., None]) + heat * weight[..., None], 0.0, 1.0)
+
+
+def heatmap_title(mode: str) -> str:
+    """What 1 - M' shows for a mode: pixels that hinder the target, except for ref. [3]'s
+    deletion mask, whose blurred pixels are the ones the class needs."""
+    if mode == "deletion":
+        return "crucial pixels (deletion)"
+    return f"undesirable pixels ({mode})"
 
 
 def _prob_caption(result: UPXResult, b: int, k: int) -> str:
@@ -64,7 +75,7 @@ def show_explanation(
     axes[0].imshow(to_numpy_image(image))
     axes[0].set_title(title or "image")
     axes[1].imshow(overlay(image, result.undesirable[b, k]))
-    axes[1].set_title(f"undesirable pixels ({setting.mode})")
+    axes[1].set_title(heatmap_title(setting.mode))
     if result.perturbed is not None:
         axes[2].imshow(to_numpy_image(result.perturbed[b, k]))
     axes[2].set_title("perturbed")
