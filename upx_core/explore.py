@@ -306,16 +306,19 @@ def result_pngs(
     """One PNG per setting of image ``b``, in the paper's layout (:func:`show_explanation`):
     image, undesirable pixels over it, perturbed image with target probability before -> after.
 
-    Figures are built without pyplot, so nothing is displayed in a notebook.
+    ``titles`` head each figure (a setting's label is longer than a panel is wide). Figures are
+    built without pyplot, so nothing is displayed in a notebook.
     """
     if image.dim() == 4:
         image = image[b]
     pngs = []
     for k in range(result.targets.shape[1]):
-        fig = Figure(figsize=(7.5, 2.9))
+        fig = Figure(figsize=(7.5, 3.2 if titles is not None else 2.9))
         axes = fig.subplots(1, 3)
-        show_explanation(result, image, b=b, k=k, axes=axes,
-                         title=titles[k] if titles is not None else None)
+        show_explanation(result, image, b=b, k=k, axes=axes)
+        if titles is not None:
+            fig.suptitle(titles[k], fontsize=11)
+            fig.tight_layout()
         pngs.append(figure_png(fig, dpi))
     return pngs
 
