@@ -14,6 +14,7 @@ from upx_core.data import load_image, sample_path
 from upx_core.models import (
     MODEL_NAMES,
     efficientnet_lite0_weights_path,
+    efficientnet_lite_weights_path,
     imagenet_categories,
     map_state_dict_by_order,
 )
@@ -68,6 +69,40 @@ def test_efficientnet_lite0_equals_the_reference_implementation(model, top1_batc
     with torch.no_grad():
         expected = ref((top1_batch - 0.5) / 0.5)
     torch.testing.assert_close(top1_logits, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module", params=["efficientnet_lite1", "efficientnet_lite2"])
+def bigger_lite(request) -> Classifier:
+    return load_model(request.param)
+
+
+def test_efficientnet_lite1_lite2_sizes_from_timm_and_correct_top1(bigger_lite):
+    m = bigger_lite
+    assert not m.training and m.mean.flatten().tolist() == [0.5] * 3
+    # timm's pretrained_cfg: 240 px at crop_pct 0.882, 260 px at 0.890
+    expected = {"efficientnet_lite1": (240, 272), "efficientnet_lite2": (260, 292)}[m.name]
+    assert (m.input_size, m.resize_size) == expected
+    batch = torch.stack([load_image(sample_path(i), m.input_size, m.resize_size)
+                         for i in TOP1_INDICES])
+    assert batch.shape[-1] == m.input_size
+    with torch.no_grad():
+        logits = m(batch)
+    assert logits.argmax(dim=1).tolist() == list(TOP1_INDICES)
+    efficientnet_lite_pytorch = pytest.importorskip("efficientnet_lite_pytorch")
+    ref = efficientnet_lite_pytorch.EfficientNet.from_name(m.name.replace("_", "-"))
+    state = torch.load(efficientnet_lite_weights_path(m.name), map_location="cpu",
+                       weights_only=True)
+    assert list(state) == list(ref.state_dict())
+    ref.load_state_dict(state)
+    ref.eval()
+    with torch.no_grad():
+        expected_logits = ref((batch - 0.5) / 0.5)
+    torch.testing.assert_close(logits, expected_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_efficientnet_lite_weights_path_rejects_other_models():
+    with pytest.raises(ValueError, match="unknown model 'resnet18'"):
+        efficientnet_lite_weights_path("resnet18")
 
 
 def test_map_state_dict_by_order_renames_in_order():

@@ -26,7 +26,8 @@ def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
     c, s = OptimConfig(), MaskSetting()
     g = p.add_argument_group("hyperparameters (defaults: the paper's, Sect. 4.1)")
     g.add_argument("--model", default="efficientnet_lite0",
-                   help="efficientnet_lite0 (offline), resnet18 or vgg19 (default: %(default)s)")
+                   help="efficientnet_lite0, _lite1, _lite2 (offline), resnet18 or vgg19 "
+                        "(default: %(default)s)")
     g.add_argument("--seeds", type=int, nargs="+", default=[0], help="trials (default: 0)")
     g.add_argument("--iterations", type=int, default=c.iterations)
     g.add_argument("--lr", type=float, default=c.lr)

