@@ -50,11 +50,18 @@ def test_notebook_runs_headless_with_tiny_parameters(name, tmp_path):
     declared = _parameters(source)
     for key in TINY[name]:
         assert f"{key} =" in declared, f"{name} has no parameter {key!r}"
+    parameters = dict(TINY[name])
+    saved = tmp_path / "saved"
+    if "out_dir =" in declared:  # chapters that can save their figures and tables must do so
+        parameters["out_dir"] = str(saved)
     out = tmp_path / f"{name}.ipynb"
     papermill.execute_notebook(
-        str(source), str(out), parameters=TINY[name], cwd=str(NOTEBOOKS),
+        str(source), str(out), parameters=parameters, cwd=str(NOTEBOOKS),
         kernel_name="python3", progress_bar=False, log_output=False,
     )
+    if "out_dir" in parameters:
+        assert sorted(p.suffix for p in saved.iterdir()) and \
+            {p.stat().st_size > 0 for p in saved.iterdir()} == {True}, f"{name} saved nothing"
     executed = json.loads(out.read_text())
     outputs = [o for c in executed["cells"] if c["cell_type"] == "code"
                for o in c.get("outputs", [])]
