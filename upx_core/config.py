@@ -69,7 +69,9 @@ class OptimConfig:
     trials coincide; > 0 makes trials differ by their seeded random start.
     amp: ``"bf16"`` runs the classifier under bfloat16 autocast on CUDA; the mask, the blur and
     every loss term stay float32. ``check_every``: how often the loop looks for NaN/Inf (a
-    host-device sync on CUDA).
+    host-device sync on CUDA). ``fold_batchnorm``: optimize through a copy of the classifier
+    with its eval-mode batch norms folded into their convolutions (same function, faster; see
+    :func:`upx_core.fold.fold_batchnorm`).
     """
 
     iterations: int = 200
@@ -84,6 +86,7 @@ class OptimConfig:
     amp: str | None = None
     channels_last: bool = False
     check_every: int = 10
+    fold_batchnorm: bool = True
 
     def __post_init__(self) -> None:
         if _not_int(self.iterations) or self.iterations <= 0:

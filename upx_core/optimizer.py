@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .config import MODES, MaskSetting, OptimConfig
 from .equations import blur, fntc_penalty, ftc_penalty, l1_norm, perturb, tv_norm, upsample_mask
+from .fold import fold_batchnorm
 from .result import TERMS, UPXResult
 
 __all__ = [
@@ -313,47 +314,60 @@ def optimize_masks(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     dev = resolve_device(device)
     categories = getattr(model, "categories", None)
+    with frozen(model):
+        # The folded copy (if any) is checked against the model on the first images, in eval
+        # mode, before any of them is optimized.
+        net = model
+        if config.fold_batchnorm:
+            probe = images[:2].detach().to(next(model.parameters(), images).device, torch.float32)
+            net, _ = fold_batchnorm(model, probe)
+        # Exits in reverse: the weights' memory format first, then their device.
+        with on_device(net, dev), channels_last_weights(net, config.channels_last):
+            return _optimize_all(net, images, targets, settings, config, dev, batch_size,
+                                 keep_images, progress, categories)
+
+
+def _optimize_all(model, images, targets, settings, config, dev, batch_size, keep_images,
+                  progress, categories) -> UPXResult:
     b, k = images.shape[0], len(settings)
     n = b * k
     size = tuple(images.shape[-2:])
-    # Exits in reverse: the weights' memory format first, then their device, then their flags.
-    with frozen(model), on_device(model, dev), channels_last_weights(model, config.channels_last):
-        if batch_size is None and dev.type == "cuda":
-            batch_size = _suggest_on_cuda(model, size, dev, config, SAFETY, MAX_BATCH)
-        images = images.detach().to(dev, torch.float32)
-        blurred = blur(images, config.sigma, config.kernel_size)  # once per image
-        with torch.no_grad():
-            logits_clean = torch.cat([
-                _forward(model, images[i:i + 64], config) for i in range(0, b, 64)
-            ])
-        image_targets = _as_targets(targets, logits_clean, categories)
-
-        job_image = torch.arange(b).repeat_interleave(k)
-        job_setting = torch.arange(k).repeat(b)
-        job_target = torch.tensor([
-            settings[s].target if settings[s].target is not None else int(image_targets[i])
-            for i, s in zip(job_image.tolist(), job_setting.tolist(), strict=True)
+    if batch_size is None and dev.type == "cuda":
+        batch_size = _suggest_on_cuda(model, size, dev, config, SAFETY, MAX_BATCH)
+    images = images.detach().to(dev, torch.float32)
+    blurred = blur(images, config.sigma, config.kernel_size)  # once per image
+    with torch.no_grad():
+        logits_clean = torch.cat([
+            _forward(model, images[i:i + 64], config) for i in range(0, b, 64)
         ])
-        if (job_target < 0).any() or (job_target >= logits_clean.shape[1]).any():
-            raise ValueError(f"a setting's target is outside 0..{logits_clean.shape[1] - 1}")
+    image_targets = _as_targets(targets, logits_clean, categories)
 
-        chunk = batch_size or n
-        masks = torch.empty(n, 1, config.mask_size, config.mask_size)
-        history = torch.empty(config.iterations, n, len(TERMS))
-        probs_after = torch.empty(n, logits_clean.shape[1])
-        perturbed = torch.empty(n, 3, *size) if keep_images else None
-        bar = tqdm(total=config.iterations * n, disable=not progress, unit="mask-it",
-                   desc=f"upx {n} mask{'s' * (n != 1)}", leave=False)
-        for start in range(0, n, chunk):
-            sel = slice(start, min(start + chunk, n))
-            out = _optimize_chunk(
-                model, images, blurred, logits_clean, job_image[sel], job_target[sel],
-                [settings[s] for s in job_setting[sel].tolist()], config, bar,
-            )
-            masks[sel], history[:, sel], probs_after[sel] = out[0], out[1], out[2]
-            if perturbed is not None:
-                perturbed[sel] = out[3]
-        bar.close()
+    job_image = torch.arange(b).repeat_interleave(k)
+    job_setting = torch.arange(k).repeat(b)
+    job_target = torch.tensor([
+        settings[s].target if settings[s].target is not None else int(image_targets[i])
+        for i, s in zip(job_image.tolist(), job_setting.tolist(), strict=True)
+    ])
+    if (job_target < 0).any() or (job_target >= logits_clean.shape[1]).any():
+        raise ValueError(f"a setting's target is outside 0..{logits_clean.shape[1] - 1}")
+
+    chunk = batch_size or n
+    masks = torch.empty(n, 1, config.mask_size, config.mask_size)
+    history = torch.empty(config.iterations, n, len(TERMS))
+    probs_after = torch.empty(n, logits_clean.shape[1])
+    perturbed = torch.empty(n, 3, *size) if keep_images else None
+    bar = tqdm(total=config.iterations * n, disable=not progress, unit="mask-it",
+               desc=f"upx {n} mask{'s' * (n != 1)}", leave=False)
+    for start in range(0, n, chunk):
+        sel = slice(start, min(start + chunk, n))
+        out = _optimize_chunk(
+            model, images, blurred, logits_clean, job_image[sel], job_target[sel],
+            [settings[s] for s in job_setting[sel].tolist()], config, bar,
+        )
+        masks[sel], history[:, sel], probs_after[sel] = out[0], out[1], out[2]
+        if perturbed is not None:
+            perturbed[sel] = out[3]
+    bar.close()
 
     probs_before = torch.softmax(logits_clean.float(), dim=1).cpu()
     return UPXResult.build(

@@ -1,0 +1,94 @@
+"""Batch norm folding: the folded copy computes the model's logits, the model is untouched, and a
+model whose registration order is not its execution order is refused with a warning."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
+from upx_core.fold import fold_batchnorm
+
+
+def _norms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_efficientnet_lite0_folds_every_norm_and_keeps_its_logits(model, crops):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n_norms = _norms(model)
+    folded, count = fold_batchnorm(model, crops)
+    assert count == n_norms == 49  # stem + 16 blocks' norms + head
+    assert _norms(folded) == 0 and _norms(model) == n_norms
+    with torch.no_grad():
+        torch.testing.assert_close(folded(crops), model(crops), rtol=1e-4, atol=1e-4)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resnet18_folds_its_20_norms():
+    net = load_model("resnet18", pretrained=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        for m in net.modules():  # running statistics other than 0 and 1, as after training
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        x = torch.rand(2, 3, 64, 64)
+    folded, count = fold_batchnorm(net, x)
+    assert count == 20
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+class OutOfOrder(nn.Module):
+    """Registers conv, norm, conv but runs norm after the second conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.a = nn.Conv2d(3, 4, 3)
+            self.norm = nn.BatchNorm2d(4)
+            self.b = nn.Conv2d(4, 4, 3)
+            self.norm.running_mean.uniform_(-1, 1)
+            self.norm.running_var.uniform_(0.5, 2.0)
+            self.norm.weight.data.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.norm(self.b(torch.relu(self.a(x)))).mean(dim=(2, 3))
+
+
+def test_folding_checked_on_a_probe_refuses_a_wrong_fold():
+    net = OutOfOrder().eval()
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.warns(RuntimeWarning, match="batch norm folding changed the logits"):
+        got, count = fold_batchnorm(net, x)
+    assert got is net and count == 0
+
+
+def test_nothing_to_fold_returns_the_model_itself():
+    net = OutOfOrder().train()  # training-mode norms use batch statistics: not foldable
+    assert fold_batchnorm(net) == (net, 0)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    assert fold_batchnorm(plain.eval()) == (plain, 0)
+
+
+def test_optimizer_gives_the_same_masks_folded_or_not(model, crops):
+    # lr 1e-3: see test_optimizer.py; folding reassociates float32 sums like a new batch layout
+    config = OptimConfig(iterations=3, lr=1e-3, objective="log_prob")
+    settings = [MaskSetting(mode="ftc", seed=0), MaskSetting(mode="fntc", seed=1)]
+    reference = copy.deepcopy(model)
+    runs = [optimize_masks(model, crops, targets=386, settings=settings, device="cpu",
+                           config=config.replace(fold_batchnorm=fold), progress=False)
+            for fold in (True, False)]
+    # Each mask element moves ~3e-3 in 3 steps. 99 % agree to 1e-5; Adam divides out the
+    # gradient's scale, so an element whose gradient is near 0 can differ by ~2e-4 (measured).
+    diff = (runs[0].masks - runs[1].masks).abs().flatten()
+    assert diff.max() < 5e-4 and diff.quantile(0.99) < 1e-5, diff.max()
+    torch.testing.assert_close(runs[0].probs_after, runs[1].probs_after, rtol=1e-3, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 reference.state_dict().values(), strict=True))
