@@ -59,16 +59,22 @@ def test_efficientnet_lite0_equals_the_reference_implementation(model, top1_batc
     The reference's forward takes normalized images (its README normalizes before calling it);
     the packaged checkpoint was trained on (x - 0.5) / 0.5, which is what Classifier feeds timm.
     """
+    assert efficientnet_lite0_weights_path() == efficientnet_lite_weights_path("efficientnet_lite0")
+    _assert_equals_reference("efficientnet_lite0", top1_batch, top1_logits)
+
+
+def _assert_equals_reference(name: str, batch: torch.Tensor, logits: torch.Tensor) -> None:
     efficientnet_lite_pytorch = pytest.importorskip("efficientnet_lite_pytorch")
-    ref = efficientnet_lite_pytorch.EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    ref = efficientnet_lite_pytorch.EfficientNet.from_name(name.replace("_", "-"))
+    state = torch.load(efficientnet_lite_weights_path(name), map_location="cpu",
+                       weights_only=True)
     # the checkpoint's key names are the reference's, exactly: nothing missing, nothing extra
     assert list(state) == list(ref.state_dict())
     ref.load_state_dict(state)
     ref.eval()
     with torch.no_grad():
-        expected = ref((top1_batch - 0.5) / 0.5)
-    torch.testing.assert_close(top1_logits, expected, atol=1e-4, rtol=1e-4)
+        expected = ref((batch - 0.5) / 0.5)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture(scope="module", params=["efficientnet_lite1", "efficientnet_lite2"])
@@ -88,16 +94,7 @@ def test_efficientnet_lite1_lite2_sizes_from_timm_and_correct_top1(bigger_lite):
     with torch.no_grad():
         logits = m(batch)
     assert logits.argmax(dim=1).tolist() == list(TOP1_INDICES)
-    efficientnet_lite_pytorch = pytest.importorskip("efficientnet_lite_pytorch")
-    ref = efficientnet_lite_pytorch.EfficientNet.from_name(m.name.replace("_", "-"))
-    state = torch.load(efficientnet_lite_weights_path(m.name), map_location="cpu",
-                       weights_only=True)
-    assert list(state) == list(ref.state_dict())
-    ref.load_state_dict(state)
-    ref.eval()
-    with torch.no_grad():
-        expected_logits = ref((batch - 0.5) / 0.5)
-    torch.testing.assert_close(logits, expected_logits, atol=1e-4, rtol=1e-4)
+    _assert_equals_reference(m.name, batch, logits)
 
 
 def test_efficientnet_lite_weights_path_rejects_other_models():
