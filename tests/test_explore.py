@@ -13,6 +13,8 @@ from upx_core.explore import (
     consistency_table,
     live_explorer,
     logit_decomposition,
+    not_none,
+    output_dir,
     param_grid,
     plot_logit_decomposition,
     result_pngs,
@@ -66,6 +68,19 @@ def test_as_list_reads_papermill_strings():
     assert as_list("[0.5, 3]") == [0.5, 3]
     assert as_list("'mobile home', tusker") == ["mobile home", "tusker"]
     assert as_list(3) == [3]
+
+
+def test_not_none_keeps_only_set_parameters():
+    assert not_none(lr=None, lambda1=0.0, seed=0, mode="ftc") == {"lambda1": 0.0, "seed": 0,
+                                                                  "mode": "ftc"}
+    assert not_none() == {}
+
+
+def test_output_dir_makes_the_folder_or_gives_none(tmp_path):
+    assert output_dir(None) is None and output_dir("") is None
+    out = output_dir(tmp_path / "a" / "b")
+    assert out == tmp_path / "a" / "b" and out.is_dir()
+    assert output_dir(str(out)) == out  # an existing folder is fine
 
 
 def test_param_grid_order_first_axis_slowest(grid):

@@ -11,7 +11,9 @@ import dataclasses
 import io
 import itertools
 import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
 
 __all__ = [
+    "not_none",
+    "output_dir",
     "as_list",
     "ParamGrid",
     "param_grid",
@@ -70,6 +74,24 @@ def as_list(value) -> list:
     if isinstance(value, (list, tuple)):
         return list(value)
     return [value]
+
+
+def not_none(**values) -> dict:
+    """The notebook parameters that were set: ``values`` without those that are ``None``.
+
+    A chapter's hyperparameters default to ``None`` ("the library's default"), so
+    ``OptimConfig(**not_none(lr=lr, init_noise=init_noise))`` passes only what a reader changed.
+    """
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def output_dir(path: str | os.PathLike | None) -> Path | None:
+    """A chapter's ``out_dir`` parameter as a folder that exists, or ``None`` when unset."""
+    if not path:
+        return None
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _number_or_text(text: str):
