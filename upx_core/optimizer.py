@@ -313,7 +313,6 @@ def optimize_masks(
     if batch_size is not None and batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     dev = resolve_device(device)
-    categories = getattr(model, "categories", None)
     with frozen(model):
         # The folded copy (if any) is checked against the model on the first images, in eval
         # mode, before any of them is optimized.
@@ -324,11 +323,12 @@ def optimize_masks(
         # Exits in reverse: the weights' memory format first, then their device.
         with on_device(net, dev), channels_last_weights(net, config.channels_last):
             return _optimize_all(net, images, targets, settings, config, dev, batch_size,
-                                 keep_images, progress, categories)
+                                 keep_images, progress)
 
 
 def _optimize_all(model, images, targets, settings, config, dev, batch_size, keep_images,
-                  progress, categories) -> UPXResult:
+                  progress) -> UPXResult:
+    categories = getattr(model, "categories", None)  # a folded copy keeps them
     b, k = images.shape[0], len(settings)
     n = b * k
     size = tuple(images.shape[-2:])
