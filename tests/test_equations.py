@@ -274,3 +274,43 @@ def test_objective_terms_log_others_is_exact_when_target_dominates():
                  "log_prob")
     expected = math.log(2.0) - 30.0 - math.log1p(2 * math.exp(-30.0))
     assert abs(float(out["objective"][0]) - expected) < 1e-4
+
+
+def _fntc_pull_on_target_logit(f_k: float, objective: str, gamma: float = 0.3) -> float:
+    """d(F-NTC loss)/d(y_k) just after y_k leaves its clean value upwards (Eq. 6-7)."""
+    n = 1000
+    y_k = math.log(f_k * (n - 1) / (1 - f_k))  # others at logit 0: softmax gives f_k
+    clean = torch.zeros(1, n)
+    clean[0, 0] = y_k
+    logits = clean.clone()
+    logits[0, 0] += 1e-4  # past the kink of |y_k(Q) - y_k(X)|
+    logits.requires_grad_(True)
+    out = _terms(logits, clean, torch.ones(1, 1, 3, 3), torch.tensor([0]), ["fntc"], objective,
+                 lambda1=0.0, lambda2=0.0, gamma=gamma)
+    out["total"].sum().backward()
+    return float(logits.grad[0, 0])
+
+
+@pytest.mark.parametrize("f_k", [0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99])
+def test_fntc_never_raises_the_target_logit_under_the_probability(f_k):
+    # prob: the pull on y_k is f_k (1 - f_k) <= 0.25 < gamma = 0.3, so raising the target's
+    # logit always costs more in R_F-NTC than it gains: the loss grows, F-NTC must stall.
+    pull = _fntc_pull_on_target_logit(f_k, "prob")
+    assert abs(pull - (0.3 - f_k * (1 - f_k))) < 1e-4
+    assert pull > 0.04
+
+
+@pytest.mark.parametrize("f_k", [0.05, 0.2, 0.4, 0.6, 0.9])
+def test_fntc_raises_the_target_logit_under_log_prob_above_gamma(f_k):
+    # log_prob: the pull on y_k is f_k, which beats gamma = 0.3 once f_k > 0.3: F-NTC then runs
+    # away through the target's own logit, the route Eq. 6 is meant to close.
+    pull = _fntc_pull_on_target_logit(f_k, "log_prob")
+    assert abs(pull - (0.3 - f_k)) < 1e-4
+    assert (pull < 0) == (f_k > 0.3)
+
+
+def test_fntc_would_move_the_target_logit_under_the_probability_only_below_a_quarter():
+    # The largest pull f_k (1 - f_k) is 0.25 at f_k = 0.5: only gamma < 0.25 lets F-NTC raise
+    # y_k at all under the probability objective.
+    assert _fntc_pull_on_target_logit(0.5, "prob", gamma=0.24) < 0
+    assert _fntc_pull_on_target_logit(0.5, "prob", gamma=0.26) > 0

@@ -9,17 +9,13 @@ import torch
 
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_masks, sample_path
 from upx_core.explore import (
-    as_list,
     consistency_table,
     live_explorer,
     logit_decomposition,
-    not_none,
-    output_dir,
     param_grid,
     plot_logit_decomposition,
     result_pngs,
     static_explorer,
-    styled,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -56,31 +52,6 @@ def grid():
 def grid_result(model, image, grid):
     return optimize_masks(model, image, targets="mobile home", settings=grid.settings,
                           config=TINY, progress=False)
-
-
-def test_as_list_reads_papermill_strings():
-    assert as_list("[0, 1]") == [0, 1]
-    assert as_list("0, 1") == [0, 1]
-    assert as_list("[ftc, fntc]") == ["ftc", "fntc"]
-    assert as_list('["mobile home", "tusker"]') == ["mobile home", "tusker"]
-    assert as_list([0.5, 3.0]) == [0.5, 3.0]
-    assert as_list((1, 2)) == [1, 2]
-    assert as_list("[0.5, 3]") == [0.5, 3]
-    assert as_list("'mobile home', tusker") == ["mobile home", "tusker"]
-    assert as_list(3) == [3]
-
-
-def test_not_none_keeps_only_set_parameters():
-    assert not_none(lr=None, lambda1=0.0, seed=0, mode="ftc") == {"lambda1": 0.0, "seed": 0,
-                                                                  "mode": "ftc"}
-    assert not_none() == {}
-
-
-def test_output_dir_makes_the_folder_or_gives_none(tmp_path):
-    assert output_dir(None) is None and output_dir("") is None
-    out = output_dir(tmp_path / "a" / "b")
-    assert out == tmp_path / "a" / "b" and out.is_dir()
-    assert output_dir(str(out)) == out  # an existing folder is fine
 
 
 def test_param_grid_order_first_axis_slowest(grid):
@@ -198,13 +169,3 @@ def test_live_explorer_reports_bad_input(model, image):
         pytest.skip("the slider rounded the even kernel size to an odd one")
     assert ex.update() is None
     assert "kernel_size" in ex.status.value
-
-
-def test_styled_table_rounds_pads_and_hides_index():
-    import pandas as pd
-
-    html = styled(pd.DataFrame({"mode": ["ftc"], "p": [0.123456]}), precision=2,
-                  caption="cap").to_html()
-    assert "0.12" in html and "0.123" not in html
-    assert "padding" in html and "cap" in html
-    assert "row0_col0" in html and ">0<" not in html  # no index column

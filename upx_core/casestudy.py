@@ -3,6 +3,9 @@
 - :func:`probability_table`: the probabilities of a few classes before and after each mask, the
   numbers of the paper's Fig. 4; :func:`bracket_highest` formats them the paper's way, with each
   class's highest probability in brackets.
+- :func:`over_trials`: a claim about a case study stated over several trials (seeds), as the
+  mean with the smallest and largest trial beside it, since one trajectory of 200 Adam steps
+  depends on the CPU's rounding.
 - :func:`box_region`, :func:`region_share` and :func:`blur_region`: does a mask sit on a part of
   the image (a hand-drawn box), and what happens when only that part is blurred.
 - :data:`PAPER_TABLES`, :func:`paper_layout` and :func:`paired_wins`: Tables 1 and 2 of the
@@ -34,6 +37,7 @@ from .result import UPXResult
 __all__ = [
     "probability_table",
     "bracket_highest",
+    "over_trials",
     "box_region",
     "region_share",
     "blur_region",
@@ -97,6 +101,19 @@ def bracket_highest(table: pd.DataFrame, digits: int = 3, percent: bool = False)
             text = f"{v * scale:.{digits}f}"
             out.loc[row, col] = f"[{text}]" if v == top else text
     return out
+
+
+def over_trials(per_trial: pd.DataFrame, by: Sequence[str], columns: Sequence[str],
+                spread: bool = True) -> pd.DataFrame:
+    """Mean of ``columns`` over the trials of each ``by`` group, with their minimum and maximum.
+
+    ``per_trial`` has one row per trial; the result has one row per group and, for each column,
+    ``mean``, ``min`` and ``max`` (only the means unless ``spread``). Claims are asserted on the
+    mean or on the worst trial, with the spread shown beside them.
+    """
+    stats = ["mean", "min", "max"] if spread else ["mean"]
+    table = per_trial.groupby(list(by), sort=False)[list(columns)].agg(stats)
+    return table.reindex(columns=list(columns), level=0)
 
 
 def box_region(box: Sequence[int], size: Sequence[int] = (224, 224)) -> torch.Tensor:

@@ -10,10 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
-import json
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,15 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
 
 __all__ = [
-    "not_none",
-    "output_dir",
-    "as_list",
     "ParamGrid",
     "param_grid",
     "logit_decomposition",
     "consistency_table",
     "plot_logit_decomposition",
-    "styled",
     "result_pngs",
     "static_explorer",
     "LiveExplorer",
@@ -49,58 +42,6 @@ __all__ = [
 ]
 
 SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(MaskSetting))
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-def as_list(value) -> list:
-    """A notebook parameter as a list, however it was passed.
-
-    ``papermill -p seeds "[0, 1]"`` passes the *string* ``"[0, 1]"`` (``-p`` only infers
-    numbers and booleans; ``-y "seeds: [0, 1]"`` passes a list). A string is read as JSON
-    (``"[0, 1]"``, ``'["ftc", "fntc"]'``) or else as comma-separated items, each a number if it
-    reads as one (``"0, 1"``, ``"[ftc, fntc]"``); a scalar becomes a one-element list; lists and
-    tuples are copied.
-    """
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            items = [t.strip().strip("'\"") for t in text.strip("[]").split(",")]
-            return [_number_or_text(t) for t in items if t]
-        return parsed if isinstance(parsed, list) else [parsed]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
-
-
-def not_none(**values) -> dict:
-    """The notebook parameters that were set: ``values`` without those that are ``None``.
-
-    A chapter's hyperparameters default to ``None`` ("the library's default"), so
-    ``OptimConfig(**not_none(lr=lr, init_noise=init_noise))`` passes only what a reader changed.
-    """
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def output_dir(path: str | os.PathLike | None) -> Path | None:
-    """A chapter's ``out_dir`` parameter as a folder that exists, or ``None`` when unset."""
-    if not path:
-        return None
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _number_or_text(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 # --------------------------------------------------------------------------- parameter grids
@@ -293,19 +234,6 @@ def plot_logit_decomposition(df: pd.DataFrame, ax: Axes | None = None,
     ax.set_ylabel("change from X to Q")
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     return fig
-
-
-def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
-           index: bool = False):
-    """A DataFrame as a padded HTML table for the book: numbers rounded to ``precision``,
-    the index hidden unless ``index``, an optional caption."""
-    sty = df.style.format(precision=precision).set_table_styles(
-        [{"selector": "th, td", "props": "padding: 0.2em 0.5em; text-align: right;"}])
-    if not index:
-        sty = sty.hide(axis="index")
-    if caption:
-        sty = sty.set_caption(caption)
-    return sty
 
 
 # --------------------------------------------------------------------------- PNG rendering

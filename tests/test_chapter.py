@@ -1,0 +1,101 @@
+"""upx_core.chapter (what every chapter starts with) and upx_core.claims (what it checks)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from upx_core import MaskSetting, OptimConfig, load_model
+from upx_core.chapter import as_list, chapter_config, load_sample, not_none, output_dir, styled
+from upx_core.claims import ClaimError, Claims
+
+
+def test_as_list_reads_papermill_strings():
+    assert as_list("[0, 1]") == [0, 1]
+    assert as_list("0, 1") == [0, 1]
+    assert as_list("[ftc, fntc]") == ["ftc", "fntc"]
+    assert as_list('["mobile home", "tusker"]') == ["mobile home", "tusker"]
+    assert as_list([0.5, 3.0]) == [0.5, 3.0]
+    assert as_list((1, 2)) == [1, 2]
+    assert as_list("[0.5, 3]") == [0.5, 3]
+    assert as_list("'mobile home', tusker") == ["mobile home", "tusker"]
+    assert as_list(3) == [3]
+
+
+def test_not_none_keeps_only_set_parameters():
+    assert not_none(lr=None, lambda1=0.0, seed=0, mode="ftc") == {"lambda1": 0.0, "seed": 0,
+                                                                  "mode": "ftc"}
+    assert not_none() == {}
+
+
+def test_output_dir_makes_the_folder_or_gives_none(tmp_path):
+    assert output_dir(None) is None and output_dir("") is None
+    out = output_dir(tmp_path / "a" / "b")
+    assert out == tmp_path / "a" / "b" and out.is_dir()
+    assert output_dir(str(out)) == out  # an existing folder is fine
+
+
+def test_styled_table_rounds_pads_and_hides_index():
+    import pandas as pd
+
+    html = styled(pd.DataFrame({"mode": ["ftc"], "p": [0.123456]}), precision=2,
+                  caption="cap").to_html()
+    assert "0.12" in html and "0.123" not in html
+    assert "padding" in html and "cap" in html
+    assert "row0_col0" in html and ">0<" not in html  # no index column
+
+
+def test_chapter_config_splits_parameters_and_keeps_defaults():
+    config, penalties = chapter_config(iterations=50, lr=None, fold_batchnorm=False,
+                                       lambda1=None, lambda2=6.0, gamma=0.1)
+    assert config == OptimConfig(iterations=50, fold_batchnorm=False)
+    assert penalties == {"lambda2": 6.0, "gamma": 0.1}
+    assert MaskSetting(**penalties).lambda1 == MaskSetting().lambda1
+    assert chapter_config() == (OptimConfig(), {})
+
+
+def test_chapter_config_names_a_bad_parameter():
+    with pytest.raises(ValueError, match="lambda2"):
+        chapter_config(lambda2=-1.0)
+    with pytest.raises(ValueError, match="iterations"):
+        chapter_config(iterations=0)
+    with pytest.raises(TypeError, match="itreations"):
+        chapter_config(itreations=10)
+
+
+def test_load_sample_at_the_model_size():
+    model = load_model("efficientnet_lite0")
+    x = load_sample("tusker", model)
+    assert x.shape == (3, model.input_size, model.input_size)
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_claims_record_and_raise_with_the_bound(tmp_path):
+    claims = Claims("99_test", out=tmp_path)
+    assert claims.check("a ratio", 0.004, below=0.01)
+    assert claims.check("an order", "a > b", equals="a > b")
+    assert claims.check("a range", 0.5, above=0.2, below=0.8)
+    with pytest.raises(ClaimError, match=r"'a gain' does not hold: 12.5, needs > 20"):
+        claims.check("a gain", 12.5, above=20)
+    table = pd.read_csv(tmp_path / "claims.csv")  # written before the failure was raised
+    assert list(table["claim"]) == ["a ratio", "an order", "a range", "a gain"]
+    assert list(table["holds"]) == [True, True, True, False]
+    assert table.loc[2, "bound"] == "> 0.2 and < 0.8"
+
+
+def test_claims_bounds_are_strict_or_inclusive_as_named():
+    claims = Claims("99_test", active=False)
+    assert not claims.check("strict", 1.0, above=1.0)
+    assert claims.check("inclusive", 1.0, at_least=1.0)
+    assert not claims.check("nan never holds", float("nan"), below=1.0)
+    assert not claims.check("a string is no number", "3", below=5)
+    with pytest.raises(ValueError, match="give a bound"):
+        claims.check("no bound", 1.0)
+
+
+def test_inactive_or_recording_claims_never_raise(monkeypatch):
+    assert Claims("99_test", active=False).check("tiny run", 0.0, above=1) is False
+    monkeypatch.setenv("UPX_CLAIMS", "record")
+    recording = Claims("99_test")
+    assert recording.check("surveyed", 0.0, above=1) is False
+    assert recording.table()["holds"].tolist() == [False]

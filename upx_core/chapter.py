@@ -1,0 +1,113 @@
+"""What every chapter of the book starts with: its parameters read, its configuration built,
+its sample image loaded, its output folder made, its tables styled.
+
+A chapter's parameters cell sets hyperparameters to ``None`` for "the library default", and
+papermill passes lists as text; :func:`chapter_config` and :func:`as_list` turn that cell into
+the library's objects, so each chapter keeps prose, parameters, calls and figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import MaskSetting, OptimConfig
+from .data import load_image, sample_path
+
+__all__ = [
+    "as_list",
+    "not_none",
+    "output_dir",
+    "chapter_config",
+    "load_sample",
+    "styled",
+]
+
+PENALTY_FIELDS = ("lambda1", "lambda2", "beta", "gamma")
+
+
+def as_list(value) -> list:
+    """A notebook parameter as a list, however it was passed.
+
+    ``papermill -p seeds "[0, 1]"`` passes the *string* ``"[0, 1]"`` (``-p`` only infers
+    numbers and booleans; ``-y "seeds: [0, 1]"`` passes a list). A string is read as JSON
+    (``"[0, 1]"``, ``'["ftc", "fntc"]'``) or else as comma-separated items, each a number if it
+    reads as one (``"0, 1"``, ``"[ftc, fntc]"``); a scalar becomes a one-element list; lists and
+    tuples are copied.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            items = [t.strip().strip("'\"") for t in text.strip("[]").split(",")]
+            return [_number_or_text(t) for t in items if t]
+        return parsed if isinstance(parsed, list) else [parsed]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def not_none(**values) -> dict:
+    """The notebook parameters that were set: ``values`` without those that are ``None``.
+
+    A chapter's hyperparameters default to ``None`` ("the library's default"), so
+    ``OptimConfig(**not_none(lr=lr, init_noise=init_noise))`` passes only what a reader changed.
+    """
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def output_dir(path: str | os.PathLike | None) -> Path | None:
+    """A chapter's ``out_dir`` parameter as a folder that exists, or ``None`` when unset."""
+    if not path:
+        return None
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _number_or_text(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+
+def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
+           index: bool = False):
+    """A DataFrame as a padded HTML table for the book: numbers rounded to ``precision``,
+    the index hidden unless ``index``, an optional caption."""
+    sty = df.style.format(precision=precision).set_table_styles(
+        [{"selector": "th, td", "props": "padding: 0.2em 0.5em; text-align: right;"}])
+    if not index:
+        sty = sty.hide(axis="index")
+    if caption:
+        sty = sty.set_caption(caption)
+    return sty
+
+
+def chapter_config(**parameters) -> tuple[OptimConfig, dict]:
+    """A chapter's hyperparameters as ``(OptimConfig, penalties)``; ``None`` keeps a default.
+
+    ``lambda1``, ``lambda2``, ``beta`` and ``gamma`` are per-mask weights (the keyword
+    arguments of :class:`MaskSetting`, returned as ``penalties``); every other name is a field of
+    :class:`OptimConfig` (``iterations``, ``lr``, ``init_noise``, ``objective``,
+    ``fold_batchnorm``, ...). An unknown name is a ``TypeError``, as a misspelt keyword is.
+    """
+    values = not_none(**parameters)
+    penalties = {k: values.pop(k) for k in PENALTY_FIELDS if k in values}
+    MaskSetting(**penalties)  # checks the weights now, with the parameter's name in the error
+    return OptimConfig(**values), penalties
+
+
+def load_sample(name: int | str, model: torch.nn.Module) -> torch.Tensor:
+    """An ImageNet sample image (class index, class name or file name) at ``model``'s size."""
+    return load_image(sample_path(name), input_size=getattr(model, "input_size", 224),
+                      resize_size=getattr(model, "resize_size", 256))
