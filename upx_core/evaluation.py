@@ -4,9 +4,8 @@ undesirable pixels (Table 2), over a seeded random selection of the ImageNet sam
 One row per (image, mode, seed). The target of every mask is h, the clean image's top class,
 as Eq. 8 defines it. Images go through :func:`~upx_core.optimizer.optimize_masks` in batches of
 ``batch_images`` images x all (mode, seed) settings. With ``out_csv`` every batch is written
-atomically (the whole file goes to a temporary file in the same folder, is fsynced, then
-``os.replace``d over the old one), so a crash leaves either the previous or the new file, never
-half a row; a restarted run skips the (image, mode, seed) rows already there.
+atomically through :mod:`upx_core.store`, so a crash leaves either the previous or the new file,
+never half a row; a restarted run skips the (image, mode, seed) rows already there.
 
 Mode ``random`` is a baseline without optimization: for each image and seed, the learned F-TC
 mask's values are moved to random places. The pixels of the upsampled mask M' are ranked by a
@@ -22,14 +21,11 @@ whole table, the other ranks return their own part. ``python -m upx_core.evaluat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import math
 import operator
 import os
 import random
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,12 +33,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import store
 from .config import MODES, MaskSetting, OptimConfig
 from .data import load_image, sample_filenames, sample_path
-from .distributed import DistInfo, process_group
+from .distributed import process_group
 from .equations import blur, perturb, upsample_mask
 from .metrics import relative_improvement, undesirable_pixel_ratio
 from .optimizer import _forward, frozen, on_device, optimize_masks
+from .store import COLUMNS, RUN_COLUMNS, part_path
 
 __all__ = [
     "EVAL_MODES",
@@ -58,18 +56,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVAL_MODES = (*MODES, "random")
-KEY = ["image_index", "mode", "seed"]
-# Columns that must agree between an existing CSV and a resumed run (else the rows would mix
-# two different experiments under one key).
-RUN_COLUMNS = ["model", "threshold", "iterations", "lr", "mask_size", "sigma", "kernel_size",
-               "objective", "reduction", "ftc_form", "init_noise", "precision"]
-COLUMNS = [
-    *KEY, "file", "model", "target", "target_name", "prob_before", "prob_after",
-    "relative_improvement", "ratio", "relative_improvement_thresholded", "threshold",
-    "iterations", "lr", "mask_size", "sigma", "kernel_size", "objective", "reduction",
-    "ftc_form", "init_noise", "lambda1", "lambda2", "beta", "gamma", "precision",
-    "channels_last", "device",
-]
 _MODE_ORDER = ("ftc", "fntc", "random", "baseline", "deletion")
 
 
@@ -82,19 +68,6 @@ def select_images(n: int, seed: int = 0, total: int = 1000) -> list[int]:
     if n > total:
         raise ValueError(f"cannot select {n} images out of {total}")
     return sorted(random.Random(seed).sample(range(total), n))
-
-
-def part_path(out_csv: str | os.PathLike, rank: int) -> Path:
-    """The file rank ``rank`` writes under torchrun: ``<out_csv>.rank<R>.csv``."""
-    out = Path(out_csv)
-    return out.with_name(f"{out.name}.rank{rank}.csv")
-
-
-def _part_paths(out_csv: Path) -> list[Path]:
-    prefix = f"{out_csv.name}.rank"
-    found = [p for p in out_csv.parent.glob(f"{out_csv.name}.rank*.csv")
-             if p.name[len(prefix):-4].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(prefix):-4]))
 
 
 def random_mask_like(mask_up: torch.Tensor, generator: torch.Generator,
@@ -155,40 +128,6 @@ def _check_ints(name: str, values, upper: int | None = None) -> list[int]:
     return out
 
 
-def _atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` so that ``path`` is always either the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _read_rows(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=COLUMNS)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path} is not an evaluation CSV (missing columns {missing})")
-    return df
-
-
 def _run_values(model_name: str, config: OptimConfig, threshold: float) -> dict:
     return {
         "model": model_name, "threshold": threshold, "iterations": config.iterations,
@@ -199,53 +138,8 @@ def _run_values(model_name: str, config: OptimConfig, threshold: float) -> dict:
     }
 
 
-def _check_compatible(df: pd.DataFrame, run: dict, path: Path) -> None:
-    for col in RUN_COLUMNS:
-        want = run[col]
-        for have in df[col].unique():
-            same = (math.isclose(float(have), float(want), rel_tol=1e-9)
-                    if isinstance(want, (int, float)) else str(have) == str(want))
-            if not same:
-                raise ValueError(
-                    f"{path} holds rows with {col}={have!r}, this run has {col}={want!r}; "
-                    "write to another out_csv or pass resume=False to start it afresh"
-                )
-
-
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    if df.empty:
-        return df.reset_index(drop=True)
-    order = {m: i for i, m in enumerate(EVAL_MODES)}
-    out = df.sort_values(KEY, key=lambda s: s.map(order) if s.name == "mode" else s,
-                         kind="stable")
-    return out.reset_index(drop=True)
-
-
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def _keys(df: pd.DataFrame) -> set[tuple[int, str, int]]:
-    if df.empty:
-        return set()
-    return set(zip(df["image_index"].astype(int), df["mode"].astype(str),
-                   df["seed"].astype(int), strict=True))
-
-
-def _select(df: pd.DataFrame, wanted: set) -> pd.DataFrame:
-    if df.empty:
-        return df
-    keys = list(zip(df["image_index"].astype(int), df["mode"].astype(str),
-                    df["seed"].astype(int), strict=True))
-    return df[[k in wanted for k in keys]]
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame(columns=COLUMNS)
-    out = pd.concat(frames, ignore_index=True)
-    return out.drop_duplicates(subset=KEY, keep="first").reset_index(drop=True)
+    return store.sort_rows(df, EVAL_MODES)
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -308,9 +202,9 @@ def run_evaluation(
         mine = indices[dist_info.rank::dist_info.world]
         work = None if out is None else (part_path(out, dist_info.rank)
                                          if dist_info.active else out)
-        existing, own = _existing_rows(out, work, resume, run, dist_info)
+        existing, own = store.existing_rows(out, work, resume, run, dist_info)
         wanted = {(i, m, s) for i in mine for m in modes for s in seeds}
-        missing = wanted - _keys(existing)
+        missing = wanted - store.keys(existing)
         todo = [i for i in mine if any((i, m, s) in missing for m in modes for s in seeds)]
         who = f"rank {dist_info.rank}/{dist_info.world}: " if dist_info.active else ""
         _say(f"upx evaluate {model_name}: {who}{len(missing)} of {len(wanted)} rows "
@@ -329,10 +223,10 @@ def run_evaluation(
         if error is not None:
             raise error
 
-        mine_df = _select(_concat([existing, _frame(new)]), wanted)
+        mine_df = store.select(store.concat([existing, store.frame(new)]), wanted)
         if not dist_info.active:
-            if out is not None and _part_paths(out):
-                _merge(out)  # parts left by a stopped torchrun run
+            if out is not None and store.part_paths(out):
+                store.merge_parts(out, EVAL_MODES)  # parts left by a stopped torchrun run
             return _sorted(mine_df)
         dist_info.barrier()  # every part file is complete
         if out is None:
@@ -340,47 +234,13 @@ def run_evaluation(
             if dist_info.rank != 0:
                 return _sorted(mine_df)
             rows = [r for part in parts for r in part]
-            return _sorted(_frame(rows))
-        full = _merge(out) if dist_info.rank == 0 else None
+            return _sorted(store.frame(rows))
+        full = store.merge_parts(out, EVAL_MODES) if dist_info.rank == 0 else None
         dist_info.barrier()  # the merged file is in place before anyone returns
         if dist_info.rank != 0:
             return _sorted(mine_df)
         every = {(i, m, s) for i in indices for m in modes for s in seeds}
-        return _sorted(_select(full, every))
-
-
-def _existing_rows(out, work, resume, run, dist_info: DistInfo):
-    """(every row on disk, the rows already in this process's own file)."""
-    if out is None:
-        return _frame([]), _frame([])
-    if not resume:
-        # Start afresh: this run's file is replaced at its first write; stale parts go now.
-        if dist_info.rank == 0:
-            for p in _part_paths(out):
-                p.unlink(missing_ok=True)
-            if dist_info.active and out.exists():
-                out.unlink()
-        dist_info.barrier()
-        return _frame([]), _frame([])
-    frames = {p: _read_rows(p) for p in [out, *_part_paths(out)] if p.exists()}
-    for p, df in frames.items():
-        if not df.empty:
-            _check_compatible(df, run, p)
-    existing = _concat(list(frames.values()))
-    own = existing if not dist_info.active else frames.get(work, _frame([]))
-    return existing, own
-
-
-def _merge(out: Path) -> pd.DataFrame:
-    """Fold ``<out>.rank*.csv`` into ``out`` (sorted), then remove the parts."""
-    parts = _part_paths(out)
-    frames = [_read_rows(p) for p in [out, *parts] if p.exists()]
-    full = _sorted(_concat(frames))
-    if parts:
-        _atomic_write_csv(full, out)
-        for p in parts:
-            p.unlink(missing_ok=True)
-    return full
+        return _sorted(store.select(full, every))
 
 
 def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dist_info,
@@ -405,7 +265,7 @@ def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dis
                                        progress, data_root, batch_size)
                 new.extend(rows)
                 if work is not None:
-                    _atomic_write_csv(_sorted(_concat([own, _frame(new)])), work)
+                    store.write_rows(_sorted(store.concat([own, store.frame(new)])), work)
                 bar.update(len(batch))
         finally:
             bar.close()
