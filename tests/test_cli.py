@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -103,3 +104,23 @@ def test_cuda_without_gpu_is_clear(tmp_path: Path) -> None:
     assert proc.stderr.strip() == ("upx: error: device 'cuda' requested but no CUDA GPU is "
                                    "available")
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_penalty_flags_reach_the_masks(tmp_path: Path, capsys) -> None:
+    # EfficientNet-Lite0 on one image, F-TC, 3 iterations: only --lambda2 differs.
+    common = ["evaluate", "--n", "1", "--select-seed", "3", "--modes", "ftc", "--iterations",
+              "3", "--threshold", "0.3", "--device", "cpu", "--no-progress"]
+    paper, no_l1 = tmp_path / "paper.csv", tmp_path / "no_l1.csv"
+    assert main([*common, "--out", str(paper)]) == 0
+    assert main([*common, "--lambda2", "0", "--out", str(no_l1)]) == 0
+    a, b = pd.read_csv(paper), pd.read_csv(no_l1)
+    assert a.lambda2.tolist() == [3.0] and b.lambda2.tolist() == [0.0]
+    assert a.image_index.tolist() == b.image_index.tolist()
+    assert b.prob_after[0] != a.prob_after[0] and b.ratio[0] > a.ratio[0]
+    capsys.readouterr()
+    # resuming the paper run with another lambda2 is refused in one line, the file untouched
+    before = paper.read_bytes()
+    assert main([*common, "--lambda2", "0", "--out", str(paper)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("upx: error: ") and "lambda2" in err and "\n" not in err
+    assert paper.read_bytes() == before

@@ -89,6 +89,11 @@ def _config(args):
     )
 
 
+def _penalties(args) -> dict:
+    return {"lambda1": args.lambda1, "lambda2": args.lambda2, "beta": args.beta,
+            "gamma": args.gamma}
+
+
 def _open_image(spec: str, model, mask_size: int):
     from .data import load_image, sample_path
 
@@ -208,7 +213,7 @@ def evaluate(args) -> int:
         model, indices, modes=tuple(args.modes), seeds=tuple(args.seeds), config=config,
         threshold=args.threshold, batch_images=args.batch_images, device=device,
         out_csv=args.out, resume=not args.no_resume, progress=not args.no_progress,
-        data_root=root,
+        data_root=root, penalties=_penalties(args),
     )
     from .distributed import env_world
 

@@ -56,6 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVAL_MODES = (*MODES, "random")
+PENALTIES = ("lambda1", "lambda2", "beta", "gamma")  # per mask (MaskSetting), same for all here
 _MODE_ORDER = ("ftc", "fntc", "random", "baseline", "deletion")
 
 
@@ -128,13 +129,26 @@ def _check_ints(name: str, values, upper: int | None = None) -> list[int]:
     return out
 
 
-def _run_values(model_name: str, config: OptimConfig, threshold: float) -> dict:
+def _check_penalties(penalties: dict | None) -> dict:
+    """Every mask's lambda1, lambda2, beta and gamma: the paper's, overridden by ``penalties``."""
+    given = dict(penalties or {})
+    unknown = sorted(set(given) - set(PENALTIES))
+    if unknown:
+        raise ValueError(f"unknown penalties {unknown}; choose from {', '.join(PENALTIES)}")
+    paper = MaskSetting()
+    out = {name: given.get(name, getattr(paper, name)) for name in PENALTIES}
+    MaskSetting(**out)  # the same checks as for one mask
+    return {name: float(v) for name, v in out.items()}
+
+
+def _run_values(model_name: str, config: OptimConfig, threshold: float,
+                penalties: dict) -> dict:
     return {
         "model": model_name, "threshold": threshold, "iterations": config.iterations,
         "lr": config.lr, "mask_size": config.mask_size, "sigma": config.sigma,
         "kernel_size": config.kernel_size, "objective": config.objective,
         "reduction": config.reduction, "ftc_form": config.ftc_form,
-        "init_noise": config.init_noise, "precision": config.amp or "fp32",
+        "init_noise": config.init_noise, **penalties, "precision": config.amp or "fp32",
     }
 
 
@@ -162,13 +176,17 @@ def run_evaluation(
     progress: bool = True,
     data_root: str | os.PathLike | None = None,
     batch_size: int | None = None,
+    penalties: dict | None = None,
 ) -> pd.DataFrame:
     """Evaluate every (image, mode, seed) of the protocol; one DataFrame row each.
 
     model: a :class:`~upx_core.models.Classifier` (or a name for :func:`load_model`).
     image_indices: sample-image class indices (see :func:`select_images`).
     modes: any of ``baseline``, ``ftc``, ``fntc``, ``deletion`` and ``random`` (needs ``ftc``).
-    seeds: the trials; each (mode, seed) is one :class:`MaskSetting` with the paper's lambdas.
+    seeds: the trials; each (mode, seed) is one :class:`MaskSetting`.
+    penalties: the regularizer weights of every mask, any of ``lambda1``, ``lambda2``, ``beta``
+        and ``gamma`` (Eq. 3-7; ``None`` or a missing key: the paper's). They are run settings
+        like ``config``: a CSV written with other penalties is not resumed.
     threshold: Table 2's threshold on the undesirable magnitude 1 - M'.
     batch_images: images per optimizer call (each with all its settings).
     out_csv: write the rows there after every batch (atomically); with ``resume`` the rows
@@ -195,7 +213,7 @@ def run_evaluation(
     if isinstance(model, str):
         model = load_model(model, device="cpu")
     model_name = str(getattr(model, "name", type(model).__name__))
-    run = _run_values(model_name, config, float(threshold))
+    run = _run_values(model_name, config, float(threshold), _check_penalties(penalties))
     out = Path(out_csv) if out_csv is not None else None
 
     with process_group(device) as dist_info:
@@ -286,7 +304,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
     need_random = {s for (m, s) in need if m == "random"}
     pairs = [(m, s) for m in modes if m != "random" for s in seeds
              if (m, s) in need or (m == "ftc" and s in need_random)]
-    settings = [MaskSetting(mode=m, seed=s) for m, s in pairs]
+    settings = [MaskSetting(mode=m, seed=s, **{p: run[p] for p in PENALTIES}) for m, s in pairs]
     result = optimize_masks(model, images, targets=None, settings=settings, config=config,
                             device=dev, batch_size=batch_size, keep_images=False,
                             progress=progress)
@@ -303,7 +321,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
     gain_thr = relative_improvement(before, after_thr)
     categories = result.categories
 
-    def row(b, mode, seed, setting, target, p_before, p_after, rel, r, rel_thr):
+    def row(b, mode, seed, target, p_before, p_after, rel, r, rel_thr):
         return {
             "image_index": batch[b], "mode": mode, "seed": seed, "file": names[batch[b]],
             "model": run["model"], "target": target,
@@ -311,8 +329,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
             "prob_before": p_before, "prob_after": p_after, "relative_improvement": rel,
             "ratio": r, "relative_improvement_thresholded": rel_thr,
             **{c: run[c] for c in RUN_COLUMNS if c != "model"},
-            "lambda1": setting.lambda1, "lambda2": setting.lambda2, "beta": setting.beta,
-            "gamma": setting.gamma, "channels_last": config.channels_last,
+            "channels_last": config.channels_last,
             "device": str(dev),
         }
 
@@ -320,7 +337,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
     for b, i in enumerate(batch):
         for k, (m, s) in enumerate(pairs):
             if (i, m, s) in missing:
-                rows.append(row(b, m, s, settings[k], int(result.targets[b, k]),
+                rows.append(row(b, m, s, int(result.targets[b, k]),
                                 float(before[b, k]), float(after[b, k]), float(gain[b, k]),
                                 float(ratio[b, k]), float(gain_thr[b, k])))
     wanted_random = [(b, i, s) for b, i in enumerate(batch) for s in seeds
@@ -371,9 +388,8 @@ def _random_rows(model, images, mask_up, result, pairs, wanted, config, run, dev
     gain = relative_improvement(before, after)
     gain_thr = relative_improvement(before, after_thr)
     ratio = undesirable_pixel_ratio(rand_up[:, 0], run["threshold"])
-    setting = MaskSetting(mode="ftc")  # its lambdas are those of the F-TC mask it mirrors
     return [
-        row(b, "random", s, setting, int(targets[j]), float(before[j]), float(after[j]),
+        row(b, "random", s, int(targets[j]), float(before[j]), float(after[j]),
             float(gain[j]), float(ratio[j]), float(gain_thr[j]))
         for j, (b, _, s) in enumerate(wanted)
     ]

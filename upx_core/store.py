@@ -42,7 +42,8 @@ KEY = ["image_index", "mode", "seed"]
 # Columns that must agree between an existing CSV and a resumed run (else the rows would mix
 # two different experiments under one key).
 RUN_COLUMNS = ["model", "threshold", "iterations", "lr", "mask_size", "sigma", "kernel_size",
-               "objective", "reduction", "ftc_form", "init_noise", "precision"]
+               "objective", "reduction", "ftc_form", "init_noise", "lambda1", "lambda2",
+               "beta", "gamma", "precision"]
 COLUMNS = [
     *KEY, "file", "model", "target", "target_name", "prob_before", "prob_after",
     "relative_improvement", "ratio", "relative_improvement_thresholded", "threshold",
@@ -90,7 +91,7 @@ def check_compatible(df: pd.DataFrame, run: dict, path: Path) -> None:
     """Raise ValueError if a row of ``df`` disagrees with ``run`` on a :data:`RUN_COLUMNS`."""
     for col in RUN_COLUMNS:
         want = run[col]
-        for have in df[col].unique():
+        for have in df[col].unique().tolist():  # Python values: the message shows 3.0
             same = (math.isclose(float(have), float(want), rel_tol=1e-9)
                     if isinstance(want, (int, float)) else str(have) == str(want))
             if not same:
