@@ -15,12 +15,12 @@ pixels above the threshold, the same amount of blur), only placed at random.
 
 Under ``torchrun --nproc_per_node N`` each rank takes ``indices[rank::N]`` and writes its rows
 to ``<out_csv>.rank<R>.csv``; rank 0 then merges everything into ``out_csv`` and returns the
-whole table, the other ranks return their own part. ``python -m upx_core.evaluation --help``.
+whole table, the other ranks return their own part. The command line is ``upx evaluate``
+(``torchrun --nproc_per_node N -m upx_core.cli evaluate ...``).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import operator
 import os
@@ -50,7 +50,6 @@ __all__ = [
     "summary_table",
     "random_mask_like",
     "part_path",
-    "main",
 ]
 
 log = logging.getLogger(__name__)
@@ -416,56 +415,3 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     table = pd.concat({k: v[present] for k, v in parts.items()}, axis=1)
     table.columns.names = ["metric", "mode"]
     return table
-
-
-def _parse(argv):
-    ap = argparse.ArgumentParser(
-        prog="python -m upx_core.evaluation",
-        description="The paper's Table 1/2 protocol (also under torchrun --nproc_per_node N).",
-    )
-    ap.add_argument("--model", default="efficientnet_lite0")
-    ap.add_argument("--random-weights", action="store_true",
-                    help="random weights (timing only; the numbers mean nothing)")
-    sel = ap.add_mutually_exclusive_group()
-    sel.add_argument("--indices", type=int, nargs="+", help="sample-image class indices")
-    sel.add_argument("--n", type=int, default=1000, help="how many images select_images draws")
-    ap.add_argument("--select-seed", type=int, default=0)
-    ap.add_argument("--modes", nargs="+", default=["ftc", "fntc"], choices=EVAL_MODES)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--iterations", type=int, default=200)
-    ap.add_argument("--threshold", type=float, default=0.6)
-    ap.add_argument("--batch-images", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=None, help="masks per forward pass")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", choices=["bf16"], default=None)
-    ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--out", default=None, help="CSV file (resumable)")
-    ap.add_argument("--no-resume", action="store_true")
-    ap.add_argument("--data-root", default=None, help="sample images (default $UPX_DATA_DIR)")
-    ap.add_argument("--quiet", action="store_true")
-    return ap.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """A small command line for scripts and torchrun; the ``upx evaluate`` CLI is the user's."""
-    from .models import load_model
-
-    args = _parse(argv)
-    indices = args.indices if args.indices is not None else select_images(args.n,
-                                                                          args.select_seed)
-    config = OptimConfig(iterations=args.iterations, amp=args.amp,
-                         channels_last=args.channels_last)
-    model = load_model(args.model, pretrained=not args.random_weights)
-    df = run_evaluation(model, indices, modes=args.modes, seeds=args.seeds, config=config,
-                        threshold=args.threshold, batch_images=args.batch_images,
-                        device=args.device, out_csv=args.out, resume=not args.no_resume,
-                        progress=not args.quiet, data_root=args.data_root,
-                        batch_size=args.batch_size)
-    if int(os.environ.get("RANK", "0")) == 0 and not df.empty:
-        with pd.option_context("display.width", 120, "display.precision", 4):
-            print(summary_table(df).to_string())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
