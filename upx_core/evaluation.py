@@ -37,9 +37,9 @@ from . import store
 from .config import MODES, MaskSetting, OptimConfig
 from .data import load_image, sample_filenames, sample_path
 from .distributed import process_group
-from .equations import blur, perturb, upsample_mask
+from .equations import upsample_mask
 from .metrics import relative_improvement, undesirable_pixel_ratio
-from .optimizer import _forward, frozen, on_device, optimize_masks
+from .optimizer import on_device, optimize_masks, perturbed_probs
 from .store import COLUMNS, RUN_COLUMNS, part_path
 
 __all__ = [
@@ -351,13 +351,10 @@ def _target_probs(model, images, img_idx, masks_up, targets, config, dev, batch_
     """f_k(Q(X; M', h)) for given upsampled masks ``[N, 1, H, W]``, one forward each."""
     chunk = batch_size or 64
     probs = []
-    with frozen(model), torch.no_grad():
-        for start in range(0, len(img_idx), chunk):
-            sel = slice(start, start + chunk)
-            x = images[img_idx[sel]].to(dev)
-            q = perturb(x, blur(x, config.sigma, config.kernel_size), masks_up[sel].to(dev))
-            p = torch.softmax(_forward(model, q, config), dim=1)
-            probs.append(p.gather(1, targets[sel].view(-1, 1).to(dev)).squeeze(1).cpu())
+    for start in range(0, len(img_idx), chunk):
+        sel = slice(start, start + chunk)
+        p = perturbed_probs(model, images[img_idx[sel]].to(dev), masks_up[sel].to(dev), config)
+        probs.append(p.gather(1, targets[sel].view(-1, 1).to(dev)).squeeze(1).cpu())
     return torch.cat(probs)
 
 
