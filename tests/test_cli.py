@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -9,11 +10,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from upx_core.cli import main
+from upx_core.cli import build_parser, main
+from upx_core.config import AMP_DTYPES, FTC_FORMS, MODES, OBJECTIVES, REDUCTIONS
 from upx_core.data import sample_path
+from upx_core.evaluation import EVAL_MODES
+from upx_core.models import MODEL_NAMES
 
 FAST = ["--iterations", "4", "--no-progress"]
 
@@ -103,3 +108,92 @@ def test_cuda_without_gpu_is_clear(tmp_path: Path) -> None:
     assert proc.stderr.strip() == ("upx: error: device 'cuda' requested but no CUDA GPU is "
                                    "available")
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_penalty_flags_reach_the_masks(tmp_path: Path, capsys) -> None:
+    # EfficientNet-Lite0 on one image, F-TC, 3 iterations: only --lambda2 differs.
+    common = ["evaluate", "--n", "1", "--select-seed", "3", "--modes", "ftc", "--iterations",
+              "3", "--threshold", "0.3", "--device", "cpu", "--no-progress"]
+    paper, no_l1 = tmp_path / "paper.csv", tmp_path / "no_l1.csv"
+    assert main([*common, "--out", str(paper)]) == 0
+    assert main([*common, "--lambda2", "0", "--out", str(no_l1)]) == 0
+    a, b = pd.read_csv(paper), pd.read_csv(no_l1)
+    assert a.lambda2.tolist() == [3.0] and b.lambda2.tolist() == [0.0]
+    assert a.image_index.tolist() == b.image_index.tolist()
+    assert b.prob_after[0] != a.prob_after[0] and b.ratio[0] > a.ratio[0]
+    capsys.readouterr()
+    # resuming the paper run with another lambda2 is refused in one line, the file untouched
+    before = paper.read_bytes()
+    assert main([*common, "--lambda2", "0", "--out", str(paper)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("upx: error: ") and "lambda2" in err and "\n" not in err
+    assert paper.read_bytes() == before
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, dict[str, argparse.Action]]:
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: {o: a for a in sub._actions for o in a.option_strings}
+            for name, sub in subs.choices.items()}
+
+
+def test_every_flag_has_help_and_choices_come_from_the_constants() -> None:
+    options = _options(build_parser())
+    for name, opts in options.items():
+        for flag, action in opts.items():
+            assert action.help, f"upx {name} {flag} has no help text"
+    ex, ev = options["explain"], options["evaluate"]
+    assert tuple(ex["--mode"].choices) == MODES
+    assert tuple(ev["--modes"].choices) == EVAL_MODES
+    for opts in (ex, ev):
+        assert tuple(opts["--model"].choices) == MODEL_NAMES
+        assert tuple(opts["--objective"].choices) == OBJECTIVES
+        assert tuple(opts["--reduction"].choices) == REDUCTIONS
+        assert tuple(opts["--ftc-form"].choices) == FTC_FORMS
+        assert tuple(opts["--amp"].choices) == AMP_DTYPES
+    # the flags of the former ``python -m upx_core.evaluation``, under their names
+    assert ev["--images"] is ev["--data-root"] and ev["--no-progress"] is ev["--quiet"]
+    for flag in ("--indices", "--random-weights", "--batch-size", "--channels-last", "--amp",
+                 "--n", "--select-seed", "--batch-images", "--no-resume", "--device"):
+        assert flag in ev, flag
+
+
+def test_evaluate_parses_every_flag_into_the_run() -> None:
+    from upx_core.cli import _config, _penalties
+
+    args = build_parser().parse_args([
+        "evaluate", "--data-root", "d", "--indices", "1", "2", "--out", "o.csv", "--amp",
+        "bf16", "--channels-last", "--batch-size", "4", "--random-weights", "--quiet",
+        "--lr", "0.05", "--ftc-form", "vector", "--lambda1", "0.5", "--beta", "1.5",
+        "--gamma", "0.6", "--lambda2", "2", "--modes", "ftc", "random"])
+    assert (args.images, args.indices, args.batch_size, args.modes) == (
+        "d", [1, 2], 4, ["ftc", "random"])
+    assert args.random_weights and args.no_progress
+    config = _config(args)
+    assert (config.amp, config.channels_last, config.lr, config.ftc_form) == (
+        "bf16", True, 0.05, "vector")
+    assert _penalties(args) == {"lambda1": 0.5, "lambda2": 2.0, "beta": 1.5, "gamma": 0.6}
+    with pytest.raises(SystemExit):  # --n and --indices exclude each other
+        build_parser().parse_args(["evaluate", "--n", "2", "--indices", "1", "--out", "o"])
+
+
+def test_evaluate_records_every_run_flag_in_the_csv(tmp_path: Path) -> None:
+    out = tmp_path / "e.csv"
+    data = os.environ["UPX_DATA_DIR"]
+    assert main([
+        "evaluate", "--data-root", data, "--indices", "101", "--modes", "ftc", "random",
+        "--seeds", "0", "1", "--iterations", "2", "--lr", "0.05", "--objective", "log_prob",
+        "--reduction", "sum", "--ftc-form", "vector", "--init-noise", "0.2", "--mask-size",
+        "14", "--sigma", "3", "--kernel-size", "7", "--lambda1", "0.5", "--lambda2", "0.01",
+        "--beta", "1.5", "--gamma", "0.6", "--threshold", "0.4", "--amp", "bf16",
+        "--channels-last", "--batch-size", "1", "--batch-images", "1", "--device", "cpu",
+        "--quiet", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert list(zip(df.image_index, df["mode"], df.seed, strict=True)) == [
+        (101, "ftc", 0), (101, "ftc", 1), (101, "random", 0), (101, "random", 1)]
+    want = {"iterations": 2, "lr": 0.05, "objective": "log_prob", "reduction": "sum",
+            "ftc_form": "vector", "init_noise": 0.2, "mask_size": 14, "sigma": 3.0,
+            "kernel_size": 7, "lambda1": 0.5, "lambda2": 0.01, "beta": 1.5, "gamma": 0.6,
+            "threshold": 0.4, "precision": "bf16", "channels_last": True, "device": "cpu",
+            "model": "efficientnet_lite0"}
+    for col, value in want.items():
+        assert df[col].tolist() == [value] * 4, col

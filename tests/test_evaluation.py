@@ -132,6 +132,31 @@ def test_resume_on_a_complete_csv_never_calls_the_model(lite0_run, capsys):
     pd.testing.assert_frame_equal(again, pd.read_csv(out, keep_default_na=False))
 
 
+def test_penalties_reach_the_masks_and_guard_the_csv(model, tmp_path):
+    # EfficientNet-Lite0, the tusker image, F-TC, 3 iterations; only lambda2 (L1) differs.
+    kw = dict(modes=("ftc",), config=TINY, threshold=0.3, device="cpu", progress=False)
+    paper = run_evaluation(model, [101], out_csv=tmp_path / "paper.csv", **kw)
+    no_l1 = run_evaluation(model, [101], penalties={"lambda2": 0.0},
+                           out_csv=tmp_path / "no_l1.csv", **kw)
+    assert paper.lambda2.tolist() == [3.0] and no_l1.lambda2.tolist() == [0.0]
+    for df in (paper, no_l1):
+        assert (df.lambda1.tolist(), df.beta.tolist(), df.gamma.tolist()) == ([1.7], [2.0], [0.3])
+    assert no_l1.prob_before[0] == paper.prob_before[0]
+    # Without the L1 pull towards M = 1 the mask blurs more (0.20 of the pixels past 1 - M' >
+    # 0.3 against 0.007 when measured) and raises the target more (0.911 against 0.886).
+    assert no_l1.ratio[0] > paper.ratio[0] + 0.05
+    assert no_l1.prob_after[0] > paper.prob_after[0]
+    assert pd.read_csv(tmp_path / "no_l1.csv").lambda2.tolist() == [0.0]
+    # A CSV written with other penalties is not resumed.
+    with pytest.raises(ValueError, match="lambda2=3.0, this run has lambda2=0.0"):
+        run_evaluation(model, [101], penalties={"lambda2": 0.0}, out_csv=tmp_path / "paper.csv",
+                       **kw)
+    with pytest.raises(ValueError, match="unknown penalties"):
+        run_evaluation(model, [101], penalties={"lambda3": 1.0}, **kw)
+    with pytest.raises(ValueError, match="beta"):
+        run_evaluation(model, [101], penalties={"beta": 0.5}, **kw)
+
+
 # --- resume, atomic writes, errors (tiny model) ----------------------------------------------
 
 def test_resume_computes_only_the_missing_rows(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""``torchrun --nproc_per_node 2 -m upx_core.evaluation``: gloo on the CPU, 4 images x {F-TC,
+"""``torchrun --nproc_per_node 2 -m upx_core.cli evaluate``: gloo on the CPU, 4 images x {F-TC,
 F-NTC}, 3 iterations. The merged CSV must hold the rows of a single-process run (numbers within
 1e-5 on probabilities and the ratio: the two ranks batch other images together, and a batched
 convolution may sum in another order), and a second launch with resume must do no
@@ -32,7 +32,7 @@ pytestmark = [
 def _torchrun(out: Path) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "upx_core.evaluation", "--indices", *map(str, INDICES), "--iterations", "3",
+        "-m", "upx_core.cli", "evaluate", "--indices", *map(str, INDICES), "--iterations", "3",
         "--batch-images", "2", "--device", "cpu", "--out", str(out),
     ]
     env = {**os.environ, "UPX_DATA_DIR": str(DATA), "OMP_NUM_THREADS": "1",

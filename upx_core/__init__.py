@@ -2,7 +2,8 @@
 
 Layout: ``equations`` (Eq. 1-7), ``optimizer`` (the batched mask optimizer), ``attribution``
 (a Captum-style class), ``metrics`` (Eq. 8, Table 2 ratio, trial consistency), ``models``,
-``data``, ``plotting``, ``evaluation`` (the Table 1/2 protocol) and ``cli``.
+``data``, ``plotting``, ``evaluation`` (the Table 1/2 protocol), ``store`` (its resumable CSV)
+and ``cli`` (``upx explain``, ``upx evaluate``).
 """
 
 from .attribution import UndesirablePixels

@@ -29,9 +29,8 @@ import pandas as pd
 import torch
 
 from .config import OptimConfig
-from .equations import blur, perturb
 from .models import class_index
-from .optimizer import frozen
+from .optimizer import perturbed_probs
 from .result import UPXResult
 
 __all__ = [
@@ -150,13 +149,10 @@ def blur_region(model: torch.nn.Module, image: torch.Tensor, region: torch.Tenso
     The same perturbation as Eq. 1 with a hand-drawn mask M' = 1 - region, so a claim about a
     part of the image ("the end of the horn") can be tested directly.
     """
-    config = config or OptimConfig()
     dev = next(model.parameters(), torch.empty(0)).device
     x = image.unsqueeze(0).to(dev, torch.float32) if image.dim() == 3 else image.to(dev)
     keep = (1.0 - region.to(dev, torch.float32)).reshape(1, 1, *region.shape[-2:])
-    with frozen(model), torch.no_grad():
-        q = perturb(x, blur(x, config.sigma, config.kernel_size), keep)
-        return torch.softmax(model(q).float(), dim=1)[0].cpu()
+    return perturbed_probs(model, x, keep, config)[0].cpu()
 
 
 def find_results_dir(name: str = "results") -> Path | None:

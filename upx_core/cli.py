@@ -1,5 +1,8 @@
 """The ``upx`` command: ``upx explain`` for one image, ``upx evaluate`` for the Table 1/2 protocol.
 
+``python -m upx_core.cli`` is the same command, which is how torchrun starts it on N processes:
+``torchrun --nproc_per_node N -m upx_core.cli evaluate ...``.
+
 Bad input ends with a one-line ``upx: error: ...`` and exit code 2, never a traceback.
 """
 
@@ -21,35 +24,67 @@ EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError,
 
 
 def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
-    from .config import MaskSetting, OptimConfig
+    from .config import FTC_FORMS, OBJECTIVES, REDUCTIONS, MaskSetting, OptimConfig
+    from .models import MODEL_NAMES
 
     c, s = OptimConfig(), MaskSetting()
     g = p.add_argument_group("hyperparameters (defaults: the paper's, Sect. 4.1)")
-    g.add_argument("--model", default="efficientnet_lite0",
-                   help="efficientnet_lite0, _lite1, _lite2 (offline), resnet18 or vgg19 "
-                        "(default: %(default)s)")
-    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="trials (default: 0)")
-    g.add_argument("--iterations", type=int, default=c.iterations)
-    g.add_argument("--lr", type=float, default=c.lr)
-    g.add_argument("--lambda1", type=float, default=s.lambda1, help="TV weight (Eq. 3)")
-    g.add_argument("--lambda2", type=float, default=s.lambda2, help="L1 weight (Eq. 3)")
-    g.add_argument("--beta", type=float, default=s.beta, help="TV exponent (Eq. 3)")
-    g.add_argument("--gamma", type=float, default=s.gamma, help="F-TC/F-NTC weight (Eq. 4, 6)")
-    g.add_argument("--mask-size", type=int, default=c.mask_size)
-    g.add_argument("--sigma", type=float, default=c.sigma, help="Gaussian blur sigma (Eq. 1)")
-    g.add_argument("--kernel-size", type=int, default=c.kernel_size, help="blur kernel (odd)")
-    g.add_argument("--objective", choices=("prob", "log_prob"), default=c.objective)
-    g.add_argument("--reduction", choices=("mean", "sum"), default=c.reduction,
-                   help="TV and L1 averaged over cells or summed (paper)")
+    g.add_argument("--model", default="efficientnet_lite0", choices=MODEL_NAMES,
+                   help="the classifier; efficientnet_lite* work offline (default: %(default)s)")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="trials: each seed starts Adam from another random mask (default: 0)")
+    g.add_argument("--iterations", type=int, default=c.iterations,
+                   help="Adam steps per mask (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=c.lr,
+                   help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--lambda1", type=float, default=s.lambda1,
+                   help="TV weight (Eq. 3; default: %(default)s)")
+    g.add_argument("--lambda2", type=float, default=s.lambda2,
+                   help="L1 weight (Eq. 3; default: %(default)s)")
+    g.add_argument("--beta", type=float, default=s.beta,
+                   help="TV exponent (Eq. 3; default: %(default)s)")
+    g.add_argument("--gamma", type=float, default=s.gamma,
+                   help="F-TC/F-NTC weight (Eq. 4, 6; default: %(default)s)")
+    g.add_argument("--mask-size", type=int, default=c.mask_size,
+                   help="side of the square mask M (default: %(default)s)")
+    g.add_argument("--sigma", type=float, default=c.sigma,
+                   help="Gaussian blur sigma (Eq. 1; default: %(default)s)")
+    g.add_argument("--kernel-size", type=int, default=c.kernel_size,
+                   help="blur kernel size, odd (default: %(default)s)")
+    g.add_argument("--objective", choices=OBJECTIVES, default=c.objective,
+                   help="optimize the target's probability or its log (default: %(default)s)")
+    g.add_argument("--reduction", choices=REDUCTIONS, default=c.reduction,
+                   help="TV and L1 averaged over cells or summed (paper) (default: %(default)s)")
+    g.add_argument("--ftc-form", choices=FTC_FORMS, default=c.ftc_form,
+                   help="Eq. 4 on the mean shift of the non-target logits (literal) or on "
+                        "the vector of their shifts (default: %(default)s)")
     g.add_argument("--init-noise", type=float, default=c.init_noise,
-                   help="a trial starts at M = 1 - init_noise * U(0, 1)")
+                   help="a trial starts at M = 1 - init_noise * U(0, 1) (default: %(default)s)")
     g.add_argument("--threshold", type=float, default=0.6,
-                   help="undesirable-pixel threshold on 1 - M' (Table 2)")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="undesirable-pixel threshold on 1 - M' (Table 2; default: %(default)s)")
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    from .config import AMP_DTYPES
+
+    g = p.add_argument_group("running")
+    g.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N; under torchrun each rank takes GPU "
+                        "LOCAL_RANK (default: %(default)s)")
+    g.add_argument("--amp", choices=AMP_DTYPES, default=None,
+                   help="the classifier under this autocast dtype on CUDA; the mask and the "
+                        "losses stay float32 (default: float32 throughout)")
+    g.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory layout for the classifier's input")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="masks per forward pass (default: all on the CPU, what fits on CUDA)")
+    g.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import MODES
+    from .evaluation import EVAL_MODES
+
     parser = argparse.ArgumentParser(
         prog="upx", description="Undesirable pixels: the pixels whose blur raises a class.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,23 +94,36 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("image", help="an image file, or sample:NAME_OR_INDEX for an ImageNet sample")
     ex.add_argument("--target", default=None,
                     help="class name or index to raise (default: the top class)")
-    ex.add_argument("--mode", default="ftc", choices=("baseline", "ftc", "fntc", "deletion"))
+    ex.add_argument("--mode", default="ftc", choices=MODES,
+                    help="the objective: Eq. 3, 5, 7 or Fong & Vedaldi's (default: %(default)s)")
     ex.add_argument("--out", required=True, help="output folder (must not exist, see --force)")
     ex.add_argument("--force", action="store_true", help="replace an existing output folder")
     _add_hyperparameters(ex)
+    _add_runtime(ex)
 
-    ev = sub.add_parser("evaluate", help="the paper's Table 1/2 protocol on N images",
-                        description="phi (Eq. 8) and the undesirable-pixel ratio per image/mode.")
-    ev.add_argument("--images", default=None,
+    ev = sub.add_parser(
+        "evaluate", help="the paper's Table 1/2 protocol on N images",
+        description="phi (Eq. 8) and the undesirable-pixel ratio per image/mode. Also under "
+                    "torchrun: torchrun --nproc_per_node N -m upx_core.cli evaluate ...")
+    ev.add_argument("--images", "--data-root", dest="images", default=None,
                     help="folder of ImageNet sample images (default: $UPX_DATA_DIR)")
-    ev.add_argument("--n", type=int, default=16, help="number of images (seeded random choice)")
-    ev.add_argument("--select-seed", type=int, default=0, help="seed of the image choice")
-    ev.add_argument("--modes", nargs="+", default=["ftc", "fntc"],
-                    choices=("baseline", "ftc", "fntc", "deletion", "random"))
-    ev.add_argument("--batch-images", type=int, default=8, help="images per optimizer batch")
+    which = ev.add_mutually_exclusive_group()
+    which.add_argument("--n", type=int, default=16,
+                       help="number of images, a seeded random choice (default: %(default)s)")
+    which.add_argument("--indices", type=int, nargs="+", default=None,
+                       help="these sample images (class indices 0-999) instead of --n")
+    ev.add_argument("--select-seed", type=int, default=0,
+                    help="seed of the --n image choice (default: %(default)s)")
+    ev.add_argument("--modes", nargs="+", default=["ftc", "fntc"], choices=EVAL_MODES,
+                    help="modes to evaluate; random needs ftc (default: ftc fntc)")
+    ev.add_argument("--batch-images", type=int, default=8,
+                    help="images per optimizer batch (default: %(default)s)")
     ev.add_argument("--out", required=True, help="results CSV (resumed if it exists)")
     ev.add_argument("--no-resume", action="store_true", help="start over, ignoring --out rows")
+    ev.add_argument("--random-weights", action="store_true",
+                    help="the model with random weights (timing only; the numbers mean nothing)")
     _add_hyperparameters(ev)
+    _add_runtime(ev)
     return parser
 
 
@@ -85,8 +133,14 @@ def _config(args):
     return OptimConfig(
         iterations=args.iterations, lr=args.lr, mask_size=args.mask_size, sigma=args.sigma,
         kernel_size=args.kernel_size, objective=args.objective, reduction=args.reduction,
-        init_noise=args.init_noise,
+        ftc_form=args.ftc_form, init_noise=args.init_noise, amp=args.amp,
+        channels_last=args.channels_last,
     )
+
+
+def _penalties(args) -> dict:
+    return {"lambda1": args.lambda1, "lambda2": args.lambda2, "beta": args.beta,
+            "gamma": args.gamma}
 
 
 def _open_image(spec: str, model, mask_size: int):
@@ -134,7 +188,8 @@ def explain(args) -> int:
     target = None if args.target is None else class_index(args.target, model.categories)
     t0 = time.perf_counter()
     result = optimize_masks(model, image, targets=target, settings=settings, config=config,
-                            device=device, progress=not args.no_progress)
+                            device=device, batch_size=args.batch_size,
+                            progress=not args.no_progress)
     wall = time.perf_counter() - t0
 
     before = result.prob_before[0]
@@ -192,7 +247,10 @@ def explain(args) -> int:
 
 
 def evaluate(args) -> int:
+    import pandas as pd
+
     from .data import data_dir
+    from .distributed import env_world
     from .evaluation import run_evaluation, select_images, summary_table
     from .models import load_model
     from .optimizer import resolve_device
@@ -200,20 +258,22 @@ def evaluate(args) -> int:
     root = data_dir(args.images)
     if root is None:
         raise ValueError("no image folder: pass --images DIR or set UPX_DATA_DIR")
-    device = resolve_device(args.device)
+    resolve_device(args.device)  # a bad --device fails before the model loads
     config = _config(args)
-    model = load_model(args.model, device=device)
-    indices = select_images(args.n, seed=args.select_seed)
+    # on the CPU: run_evaluation moves it to the device (under torchrun, each rank's own)
+    model = load_model(args.model, pretrained=not args.random_weights)
+    indices = (args.indices if args.indices is not None
+               else select_images(args.n, seed=args.select_seed))
     df = run_evaluation(
         model, indices, modes=tuple(args.modes), seeds=tuple(args.seeds), config=config,
-        threshold=args.threshold, batch_images=args.batch_images, device=device,
+        threshold=args.threshold, batch_images=args.batch_images, device=args.device,
         out_csv=args.out, resume=not args.no_resume, progress=not args.no_progress,
-        data_root=root,
+        data_root=root, batch_size=args.batch_size, penalties=_penalties(args),
     )
-    from .distributed import env_world
-
     if env_world()[0] == 0:  # under torchrun only rank 0 holds the merged table
-        print(summary_table(df).to_string())
+        if not df.empty:
+            with pd.option_context("display.width", 120, "display.precision", 4):
+                print(summary_table(df).to_string())
         print(f"wrote {args.out} ({len(df)} rows)")
     return 0
 

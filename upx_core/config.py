@@ -15,6 +15,7 @@ MODES = ("baseline", "ftc", "fntc", "deletion")
 OBJECTIVES = ("prob", "log_prob")
 REDUCTIONS = ("mean", "sum")
 FTC_FORMS = ("mean", "vector")
+AMP_DTYPES = ("bf16",)  # OptimConfig.amp: one of these or None (float32)
 
 __all__ = ["MODES", "MaskSetting", "OptimConfig", "settings_grid"]
 
@@ -108,7 +109,7 @@ class OptimConfig:
             raise ValueError(f"ftc_form must be one of {FTC_FORMS}, got {self.ftc_form!r}")
         if not isinstance(self.init_noise, (int, float)) or not (0 <= self.init_noise <= 1):
             raise ValueError(f"init_noise must be in [0, 1], got {self.init_noise!r}")
-        if self.amp not in (None, "bf16"):
+        if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
         if not isinstance(self.check_every, int) or self.check_every <= 0:
             raise ValueError(f"check_every must be a positive integer, got {self.check_every!r}")

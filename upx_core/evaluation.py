@@ -4,9 +4,8 @@ undesirable pixels (Table 2), over a seeded random selection of the ImageNet sam
 One row per (image, mode, seed). The target of every mask is h, the clean image's top class,
 as Eq. 8 defines it. Images go through :func:`~upx_core.optimizer.optimize_masks` in batches of
 ``batch_images`` images x all (mode, seed) settings. With ``out_csv`` every batch is written
-atomically (the whole file goes to a temporary file in the same folder, is fsynced, then
-``os.replace``d over the old one), so a crash leaves either the previous or the new file, never
-half a row; a restarted run skips the (image, mode, seed) rows already there.
+atomically through :mod:`upx_core.store`, so a crash leaves either the previous or the new file,
+never half a row; a restarted run skips the (image, mode, seed) rows already there.
 
 Mode ``random`` is a baseline without optimization: for each image and seed, the learned F-TC
 mask's values are moved to random places. The pixels of the upsampled mask M' are ranked by a
@@ -16,20 +15,17 @@ pixels above the threshold, the same amount of blur), only placed at random.
 
 Under ``torchrun --nproc_per_node N`` each rank takes ``indices[rank::N]`` and writes its rows
 to ``<out_csv>.rank<R>.csv``; rank 0 then merges everything into ``out_csv`` and returns the
-whole table, the other ranks return their own part. ``python -m upx_core.evaluation --help``.
+whole table, the other ranks return their own part. The command line is ``upx evaluate``
+(``torchrun --nproc_per_node N -m upx_core.cli evaluate ...``).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import logging
-import math
 import operator
 import os
 import random
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,12 +33,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import store
 from .config import MODES, MaskSetting, OptimConfig
 from .data import load_image, sample_filenames, sample_path
-from .distributed import DistInfo, process_group
-from .equations import blur, perturb, upsample_mask
+from .distributed import process_group
+from .equations import upsample_mask
 from .metrics import relative_improvement, undesirable_pixel_ratio
-from .optimizer import _forward, frozen, on_device, optimize_masks
+from .optimizer import on_device, optimize_masks, perturbed_probs
+from .store import COLUMNS, RUN_COLUMNS, part_path
 
 __all__ = [
     "EVAL_MODES",
@@ -52,24 +50,12 @@ __all__ = [
     "summary_table",
     "random_mask_like",
     "part_path",
-    "main",
 ]
 
 log = logging.getLogger(__name__)
 
 EVAL_MODES = (*MODES, "random")
-KEY = ["image_index", "mode", "seed"]
-# Columns that must agree between an existing CSV and a resumed run (else the rows would mix
-# two different experiments under one key).
-RUN_COLUMNS = ["model", "threshold", "iterations", "lr", "mask_size", "sigma", "kernel_size",
-               "objective", "reduction", "ftc_form", "init_noise", "precision"]
-COLUMNS = [
-    *KEY, "file", "model", "target", "target_name", "prob_before", "prob_after",
-    "relative_improvement", "ratio", "relative_improvement_thresholded", "threshold",
-    "iterations", "lr", "mask_size", "sigma", "kernel_size", "objective", "reduction",
-    "ftc_form", "init_noise", "lambda1", "lambda2", "beta", "gamma", "precision",
-    "channels_last", "device",
-]
+PENALTIES = ("lambda1", "lambda2", "beta", "gamma")  # per mask (MaskSetting), same for all here
 _MODE_ORDER = ("ftc", "fntc", "random", "baseline", "deletion")
 
 
@@ -82,19 +68,6 @@ def select_images(n: int, seed: int = 0, total: int = 1000) -> list[int]:
     if n > total:
         raise ValueError(f"cannot select {n} images out of {total}")
     return sorted(random.Random(seed).sample(range(total), n))
-
-
-def part_path(out_csv: str | os.PathLike, rank: int) -> Path:
-    """The file rank ``rank`` writes under torchrun: ``<out_csv>.rank<R>.csv``."""
-    out = Path(out_csv)
-    return out.with_name(f"{out.name}.rank{rank}.csv")
-
-
-def _part_paths(out_csv: Path) -> list[Path]:
-    prefix = f"{out_csv.name}.rank"
-    found = [p for p in out_csv.parent.glob(f"{out_csv.name}.rank*.csv")
-             if p.name[len(prefix):-4].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(prefix):-4]))
 
 
 def random_mask_like(mask_up: torch.Tensor, generator: torch.Generator,
@@ -155,97 +128,31 @@ def _check_ints(name: str, values, upper: int | None = None) -> list[int]:
     return out
 
 
-def _atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` so that ``path`` is always either the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+def _check_penalties(penalties: dict | None) -> dict:
+    """Every mask's lambda1, lambda2, beta and gamma: the paper's, overridden by ``penalties``."""
+    given = dict(penalties or {})
+    unknown = sorted(set(given) - set(PENALTIES))
+    if unknown:
+        raise ValueError(f"unknown penalties {unknown}; choose from {', '.join(PENALTIES)}")
+    paper = MaskSetting()
+    out = {name: given.get(name, getattr(paper, name)) for name in PENALTIES}
+    MaskSetting(**out)  # the same checks as for one mask
+    return {name: float(v) for name, v in out.items()}
 
 
-def _read_rows(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=COLUMNS)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path} is not an evaluation CSV (missing columns {missing})")
-    return df
-
-
-def _run_values(model_name: str, config: OptimConfig, threshold: float) -> dict:
+def _run_values(model_name: str, config: OptimConfig, threshold: float,
+                penalties: dict) -> dict:
     return {
         "model": model_name, "threshold": threshold, "iterations": config.iterations,
         "lr": config.lr, "mask_size": config.mask_size, "sigma": config.sigma,
         "kernel_size": config.kernel_size, "objective": config.objective,
         "reduction": config.reduction, "ftc_form": config.ftc_form,
-        "init_noise": config.init_noise, "precision": config.amp or "fp32",
+        "init_noise": config.init_noise, **penalties, "precision": config.amp or "fp32",
     }
 
 
-def _check_compatible(df: pd.DataFrame, run: dict, path: Path) -> None:
-    for col in RUN_COLUMNS:
-        want = run[col]
-        for have in df[col].unique():
-            same = (math.isclose(float(have), float(want), rel_tol=1e-9)
-                    if isinstance(want, (int, float)) else str(have) == str(want))
-            if not same:
-                raise ValueError(
-                    f"{path} holds rows with {col}={have!r}, this run has {col}={want!r}; "
-                    "write to another out_csv or pass resume=False to start it afresh"
-                )
-
-
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    if df.empty:
-        return df.reset_index(drop=True)
-    order = {m: i for i, m in enumerate(EVAL_MODES)}
-    out = df.sort_values(KEY, key=lambda s: s.map(order) if s.name == "mode" else s,
-                         kind="stable")
-    return out.reset_index(drop=True)
-
-
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def _keys(df: pd.DataFrame) -> set[tuple[int, str, int]]:
-    if df.empty:
-        return set()
-    return set(zip(df["image_index"].astype(int), df["mode"].astype(str),
-                   df["seed"].astype(int), strict=True))
-
-
-def _select(df: pd.DataFrame, wanted: set) -> pd.DataFrame:
-    if df.empty:
-        return df
-    keys = list(zip(df["image_index"].astype(int), df["mode"].astype(str),
-                    df["seed"].astype(int), strict=True))
-    return df[[k in wanted for k in keys]]
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame(columns=COLUMNS)
-    out = pd.concat(frames, ignore_index=True)
-    return out.drop_duplicates(subset=KEY, keep="first").reset_index(drop=True)
+    return store.sort_rows(df, EVAL_MODES)
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -268,13 +175,17 @@ def run_evaluation(
     progress: bool = True,
     data_root: str | os.PathLike | None = None,
     batch_size: int | None = None,
+    penalties: dict | None = None,
 ) -> pd.DataFrame:
     """Evaluate every (image, mode, seed) of the protocol; one DataFrame row each.
 
     model: a :class:`~upx_core.models.Classifier` (or a name for :func:`load_model`).
     image_indices: sample-image class indices (see :func:`select_images`).
     modes: any of ``baseline``, ``ftc``, ``fntc``, ``deletion`` and ``random`` (needs ``ftc``).
-    seeds: the trials; each (mode, seed) is one :class:`MaskSetting` with the paper's lambdas.
+    seeds: the trials; each (mode, seed) is one :class:`MaskSetting`.
+    penalties: the regularizer weights of every mask, any of ``lambda1``, ``lambda2``, ``beta``
+        and ``gamma`` (Eq. 3-7; ``None`` or a missing key: the paper's). They are run settings
+        like ``config``: a CSV written with other penalties is not resumed.
     threshold: Table 2's threshold on the undesirable magnitude 1 - M'.
     batch_images: images per optimizer call (each with all its settings).
     out_csv: write the rows there after every batch (atomically); with ``resume`` the rows
@@ -301,16 +212,16 @@ def run_evaluation(
     if isinstance(model, str):
         model = load_model(model, device="cpu")
     model_name = str(getattr(model, "name", type(model).__name__))
-    run = _run_values(model_name, config, float(threshold))
+    run = _run_values(model_name, config, float(threshold), _check_penalties(penalties))
     out = Path(out_csv) if out_csv is not None else None
 
     with process_group(device) as dist_info:
         mine = indices[dist_info.rank::dist_info.world]
         work = None if out is None else (part_path(out, dist_info.rank)
                                          if dist_info.active else out)
-        existing, own = _existing_rows(out, work, resume, run, dist_info)
+        existing, own = store.existing_rows(out, work, resume, run, dist_info)
         wanted = {(i, m, s) for i in mine for m in modes for s in seeds}
-        missing = wanted - _keys(existing)
+        missing = wanted - store.keys(existing)
         todo = [i for i in mine if any((i, m, s) in missing for m in modes for s in seeds)]
         who = f"rank {dist_info.rank}/{dist_info.world}: " if dist_info.active else ""
         _say(f"upx evaluate {model_name}: {who}{len(missing)} of {len(wanted)} rows "
@@ -329,10 +240,10 @@ def run_evaluation(
         if error is not None:
             raise error
 
-        mine_df = _select(_concat([existing, _frame(new)]), wanted)
+        mine_df = store.select(store.concat([existing, store.frame(new)]), wanted)
         if not dist_info.active:
-            if out is not None and _part_paths(out):
-                _merge(out)  # parts left by a stopped torchrun run
+            if out is not None and store.part_paths(out):
+                store.merge_parts(out, EVAL_MODES)  # parts left by a stopped torchrun run
             return _sorted(mine_df)
         dist_info.barrier()  # every part file is complete
         if out is None:
@@ -340,47 +251,13 @@ def run_evaluation(
             if dist_info.rank != 0:
                 return _sorted(mine_df)
             rows = [r for part in parts for r in part]
-            return _sorted(_frame(rows))
-        full = _merge(out) if dist_info.rank == 0 else None
+            return _sorted(store.frame(rows))
+        full = store.merge_parts(out, EVAL_MODES) if dist_info.rank == 0 else None
         dist_info.barrier()  # the merged file is in place before anyone returns
         if dist_info.rank != 0:
             return _sorted(mine_df)
         every = {(i, m, s) for i in indices for m in modes for s in seeds}
-        return _sorted(_select(full, every))
-
-
-def _existing_rows(out, work, resume, run, dist_info: DistInfo):
-    """(every row on disk, the rows already in this process's own file)."""
-    if out is None:
-        return _frame([]), _frame([])
-    if not resume:
-        # Start afresh: this run's file is replaced at its first write; stale parts go now.
-        if dist_info.rank == 0:
-            for p in _part_paths(out):
-                p.unlink(missing_ok=True)
-            if dist_info.active and out.exists():
-                out.unlink()
-        dist_info.barrier()
-        return _frame([]), _frame([])
-    frames = {p: _read_rows(p) for p in [out, *_part_paths(out)] if p.exists()}
-    for p, df in frames.items():
-        if not df.empty:
-            _check_compatible(df, run, p)
-    existing = _concat(list(frames.values()))
-    own = existing if not dist_info.active else frames.get(work, _frame([]))
-    return existing, own
-
-
-def _merge(out: Path) -> pd.DataFrame:
-    """Fold ``<out>.rank*.csv`` into ``out`` (sorted), then remove the parts."""
-    parts = _part_paths(out)
-    frames = [_read_rows(p) for p in [out, *parts] if p.exists()]
-    full = _sorted(_concat(frames))
-    if parts:
-        _atomic_write_csv(full, out)
-        for p in parts:
-            p.unlink(missing_ok=True)
-    return full
+        return _sorted(store.select(full, every))
 
 
 def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dist_info,
@@ -405,7 +282,7 @@ def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dis
                                        progress, data_root, batch_size)
                 new.extend(rows)
                 if work is not None:
-                    _atomic_write_csv(_sorted(_concat([own, _frame(new)])), work)
+                    store.write_rows(_sorted(store.concat([own, store.frame(new)])), work)
                 bar.update(len(batch))
         finally:
             bar.close()
@@ -426,7 +303,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
     need_random = {s for (m, s) in need if m == "random"}
     pairs = [(m, s) for m in modes if m != "random" for s in seeds
              if (m, s) in need or (m == "ftc" and s in need_random)]
-    settings = [MaskSetting(mode=m, seed=s) for m, s in pairs]
+    settings = [MaskSetting(mode=m, seed=s, **{p: run[p] for p in PENALTIES}) for m, s in pairs]
     result = optimize_masks(model, images, targets=None, settings=settings, config=config,
                             device=dev, batch_size=batch_size, keep_images=False,
                             progress=progress)
@@ -443,7 +320,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
     gain_thr = relative_improvement(before, after_thr)
     categories = result.categories
 
-    def row(b, mode, seed, setting, target, p_before, p_after, rel, r, rel_thr):
+    def row(b, mode, seed, target, p_before, p_after, rel, r, rel_thr):
         return {
             "image_index": batch[b], "mode": mode, "seed": seed, "file": names[batch[b]],
             "model": run["model"], "target": target,
@@ -451,8 +328,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
             "prob_before": p_before, "prob_after": p_after, "relative_improvement": rel,
             "ratio": r, "relative_improvement_thresholded": rel_thr,
             **{c: run[c] for c in RUN_COLUMNS if c != "model"},
-            "lambda1": setting.lambda1, "lambda2": setting.lambda2, "beta": setting.beta,
-            "gamma": setting.gamma, "channels_last": config.channels_last,
+            "channels_last": config.channels_last,
             "device": str(dev),
         }
 
@@ -460,7 +336,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
     for b, i in enumerate(batch):
         for k, (m, s) in enumerate(pairs):
             if (i, m, s) in missing:
-                rows.append(row(b, m, s, settings[k], int(result.targets[b, k]),
+                rows.append(row(b, m, s, int(result.targets[b, k]),
                                 float(before[b, k]), float(after[b, k]), float(gain[b, k]),
                                 float(ratio[b, k]), float(gain_thr[b, k])))
     wanted_random = [(b, i, s) for b, i in enumerate(batch) for s in seeds
@@ -475,13 +351,10 @@ def _target_probs(model, images, img_idx, masks_up, targets, config, dev, batch_
     """f_k(Q(X; M', h)) for given upsampled masks ``[N, 1, H, W]``, one forward each."""
     chunk = batch_size or 64
     probs = []
-    with frozen(model), torch.no_grad():
-        for start in range(0, len(img_idx), chunk):
-            sel = slice(start, start + chunk)
-            x = images[img_idx[sel]].to(dev)
-            q = perturb(x, blur(x, config.sigma, config.kernel_size), masks_up[sel].to(dev))
-            p = torch.softmax(_forward(model, q, config), dim=1)
-            probs.append(p.gather(1, targets[sel].view(-1, 1).to(dev)).squeeze(1).cpu())
+    for start in range(0, len(img_idx), chunk):
+        sel = slice(start, start + chunk)
+        p = perturbed_probs(model, images[img_idx[sel]].to(dev), masks_up[sel].to(dev), config)
+        probs.append(p.gather(1, targets[sel].view(-1, 1).to(dev)).squeeze(1).cpu())
     return torch.cat(probs)
 
 
@@ -511,9 +384,8 @@ def _random_rows(model, images, mask_up, result, pairs, wanted, config, run, dev
     gain = relative_improvement(before, after)
     gain_thr = relative_improvement(before, after_thr)
     ratio = undesirable_pixel_ratio(rand_up[:, 0], run["threshold"])
-    setting = MaskSetting(mode="ftc")  # its lambdas are those of the F-TC mask it mirrors
     return [
-        row(b, "random", s, setting, int(targets[j]), float(before[j]), float(after[j]),
+        row(b, "random", s, int(targets[j]), float(before[j]), float(after[j]),
             float(gain[j]), float(ratio[j]), float(gain_thr[j]))
         for j, (b, _, s) in enumerate(wanted)
     ]
@@ -540,56 +412,3 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     table = pd.concat({k: v[present] for k, v in parts.items()}, axis=1)
     table.columns.names = ["metric", "mode"]
     return table
-
-
-def _parse(argv):
-    ap = argparse.ArgumentParser(
-        prog="python -m upx_core.evaluation",
-        description="The paper's Table 1/2 protocol (also under torchrun --nproc_per_node N).",
-    )
-    ap.add_argument("--model", default="efficientnet_lite0")
-    ap.add_argument("--random-weights", action="store_true",
-                    help="random weights (timing only; the numbers mean nothing)")
-    sel = ap.add_mutually_exclusive_group()
-    sel.add_argument("--indices", type=int, nargs="+", help="sample-image class indices")
-    sel.add_argument("--n", type=int, default=1000, help="how many images select_images draws")
-    ap.add_argument("--select-seed", type=int, default=0)
-    ap.add_argument("--modes", nargs="+", default=["ftc", "fntc"], choices=EVAL_MODES)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--iterations", type=int, default=200)
-    ap.add_argument("--threshold", type=float, default=0.6)
-    ap.add_argument("--batch-images", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=None, help="masks per forward pass")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", choices=["bf16"], default=None)
-    ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--out", default=None, help="CSV file (resumable)")
-    ap.add_argument("--no-resume", action="store_true")
-    ap.add_argument("--data-root", default=None, help="sample images (default $UPX_DATA_DIR)")
-    ap.add_argument("--quiet", action="store_true")
-    return ap.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """A small command line for scripts and torchrun; the ``upx evaluate`` CLI is the user's."""
-    from .models import load_model
-
-    args = _parse(argv)
-    indices = args.indices if args.indices is not None else select_images(args.n,
-                                                                          args.select_seed)
-    config = OptimConfig(iterations=args.iterations, amp=args.amp,
-                         channels_last=args.channels_last)
-    model = load_model(args.model, pretrained=not args.random_weights)
-    df = run_evaluation(model, indices, modes=args.modes, seeds=args.seeds, config=config,
-                        threshold=args.threshold, batch_images=args.batch_images,
-                        device=args.device, out_csv=args.out, resume=not args.no_resume,
-                        progress=not args.quiet, data_root=args.data_root,
-                        batch_size=args.batch_size)
-    if int(os.environ.get("RANK", "0")) == 0 and not df.empty:
-        with pd.option_context("display.width", 120, "display.precision", 4):
-            print(summary_table(df).to_string())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,6 +30,7 @@ __all__ = [
     "batch_from_memory",
     "initial_mask",
     "objective_terms",
+    "perturbed_probs",
 ]
 
 
@@ -384,6 +385,21 @@ def _forward(model: nn.Module, x: torch.Tensor, config: OptimConfig) -> torch.Te
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return model(x).float()
     return model(x).float()
+
+
+def perturbed_probs(model: nn.Module, images: torch.Tensor, masks_up: torch.Tensor,
+                    config: OptimConfig | None = None) -> torch.Tensor:
+    """Class probabilities ``[N, C]`` (softmax, float32) of the perturbed images Q(X; M').
+
+    ``images`` ``[N, 3, H, W]`` and upsampled masks ``masks_up`` ``[N or 1, 1, H, W]`` (1 keeps a
+    pixel, 0 puts its blur there; Eq. 1), on the model's device. The blur and the forward pass
+    follow ``config`` (sigma, kernel size, amp, channels-last) as in the optimizer. The model is
+    in eval mode for the call and nothing records a gradient.
+    """
+    config = config or OptimConfig()
+    with frozen(model), torch.no_grad():
+        q = perturb(images, blur(images, config.sigma, config.kernel_size), masks_up)
+        return torch.softmax(_forward(model, q, config), dim=1)
 
 
 def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target, settings,

@@ -1,0 +1,179 @@
+"""The evaluation's results on disk: one resumable CSV of rows keyed by (image, mode, seed).
+
+Its one job is to keep those rows safe and consistent between runs. Every write replaces the
+whole file atomically (:func:`upx_core.io.atomic_write_bytes`), so a crash leaves the previous
+or the new file, never half a row; a resumed run reads the rows already there, refuses a file
+written with other run settings (:data:`RUN_COLUMNS`), and under torchrun each rank writes its
+own part (:func:`part_path`) which :func:`merge_parts` folds into the main file.
+:mod:`upx_core.evaluation` decides which rows to compute; this module only stores them.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .io import atomic_write_bytes
+
+__all__ = [
+    "KEY",
+    "RUN_COLUMNS",
+    "COLUMNS",
+    "part_path",
+    "part_paths",
+    "write_rows",
+    "read_rows",
+    "check_compatible",
+    "existing_rows",
+    "merge_parts",
+    "sort_rows",
+    "frame",
+    "keys",
+    "select",
+    "concat",
+]
+
+KEY = ["image_index", "mode", "seed"]
+# Columns that must agree between an existing CSV and a resumed run (else the rows would mix
+# two different experiments under one key).
+RUN_COLUMNS = ["model", "threshold", "iterations", "lr", "mask_size", "sigma", "kernel_size",
+               "objective", "reduction", "ftc_form", "init_noise", "lambda1", "lambda2",
+               "beta", "gamma", "precision"]
+COLUMNS = [
+    *KEY, "file", "model", "target", "target_name", "prob_before", "prob_after",
+    "relative_improvement", "ratio", "relative_improvement_thresholded", "threshold",
+    "iterations", "lr", "mask_size", "sigma", "kernel_size", "objective", "reduction",
+    "ftc_form", "init_noise", "lambda1", "lambda2", "beta", "gamma", "precision",
+    "channels_last", "device",
+]
+
+
+def part_path(out_csv: str | os.PathLike, rank: int) -> Path:
+    """The file rank ``rank`` writes under torchrun: ``<out_csv>.rank<R>.csv``."""
+    out = Path(out_csv)
+    return out.with_name(f"{out.name}.rank{rank}.csv")
+
+
+def part_paths(out_csv: Path) -> list[Path]:
+    """The rank parts of ``out_csv`` that exist, by rank."""
+    prefix = f"{out_csv.name}.rank"
+    found = [p for p in out_csv.parent.glob(f"{out_csv.name}.rank*.csv")
+             if p.name[len(prefix):-4].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(prefix):-4]))
+
+
+def write_rows(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` so that ``path`` is always either the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """The rows of an evaluation CSV (an empty file is no rows); another CSV is an error."""
+    try:
+        df = pd.read_csv(path, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=COLUMNS)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} is not an evaluation CSV (missing columns {missing})")
+    return df
+
+
+def check_compatible(df: pd.DataFrame, run: dict, path: Path) -> None:
+    """Raise ValueError if a row of ``df`` disagrees with ``run`` on a :data:`RUN_COLUMNS`."""
+    for col in RUN_COLUMNS:
+        want = run[col]
+        for have in df[col].unique().tolist():  # Python values: the message shows 3.0
+            same = (math.isclose(float(have), float(want), rel_tol=1e-9)
+                    if isinstance(want, (int, float)) else str(have) == str(want))
+            if not same:
+                raise ValueError(
+                    f"{path} holds rows with {col}={have!r}, this run has {col}={want!r}; "
+                    "write to another out_csv or pass resume=False to start it afresh"
+                )
+
+
+def sort_rows(df: pd.DataFrame, mode_order: Sequence[str]) -> pd.DataFrame:
+    """``df`` sorted by image, mode (in ``mode_order``) and seed, with a fresh index."""
+    if df.empty:
+        return df.reset_index(drop=True)
+    order = {m: i for i, m in enumerate(mode_order)}
+    out = df.sort_values(KEY, key=lambda s: s.map(order) if s.name == "mode" else s,
+                         kind="stable")
+    return out.reset_index(drop=True)
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def keys(df: pd.DataFrame) -> set[tuple[int, str, int]]:
+    """The (image, mode, seed) keys of ``df``."""
+    if df.empty:
+        return set()
+    return set(zip(df["image_index"].astype(int), df["mode"].astype(str),
+                   df["seed"].astype(int), strict=True))
+
+
+def select(df: pd.DataFrame, wanted: set) -> pd.DataFrame:
+    """The rows of ``df`` whose key is in ``wanted``."""
+    if df.empty:
+        return df
+    row_keys = list(zip(df["image_index"].astype(int), df["mode"].astype(str),
+                        df["seed"].astype(int), strict=True))
+    return df[[k in wanted for k in row_keys]]
+
+
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames' rows, the first of each key kept."""
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    out = pd.concat(frames, ignore_index=True)
+    return out.drop_duplicates(subset=KEY, keep="first").reset_index(drop=True)
+
+
+def existing_rows(out: Path | None, work: Path | None, resume: bool, run: dict, dist_info):
+    """(every row on disk, the rows already in this process's own file ``work``).
+
+    Without ``resume`` the run starts afresh: rank 0 removes stale parts (and, under torchrun,
+    ``out``; a single process replaces ``out`` at its first write). With it, every file is
+    checked against ``run``. ``dist_info``: a :class:`~upx_core.distributed.DistInfo`.
+    """
+    if out is None:
+        return frame([]), frame([])
+    if not resume:
+        if dist_info.rank == 0:
+            for p in part_paths(out):
+                p.unlink(missing_ok=True)
+            if dist_info.active and out.exists():
+                out.unlink()
+        dist_info.barrier()
+        return frame([]), frame([])
+    frames = {p: read_rows(p) for p in [out, *part_paths(out)] if p.exists()}
+    for p, df in frames.items():
+        if not df.empty:
+            check_compatible(df, run, p)
+    existing = concat(list(frames.values()))
+    own = existing if not dist_info.active else frames.get(work, frame([]))
+    return existing, own
+
+
+def merge_parts(out: Path, mode_order: Sequence[str]) -> pd.DataFrame:
+    """Fold ``<out>.rank*.csv`` into ``out`` (sorted), then remove the parts; all the rows."""
+    parts = part_paths(out)
+    frames = [read_rows(p) for p in [out, *parts] if p.exists()]
+    full = sort_rows(concat(frames), mode_order)
+    if parts:
+        write_rows(full, out)
+        for p in parts:
+            p.unlink(missing_ok=True)
+    return full
