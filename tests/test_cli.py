@@ -33,7 +33,8 @@ def test_explain_tusker_three_seeds(tmp_path: Path) -> None:
     for word in ("p(target)", "phi (Eq. 8)", "ratio", "consistency"):
         assert word in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "explanation.png", "heatmap.png", "mask.npy", "perturbed.png", "result.json"]
+        ".upx-output", "explanation.png", "heatmap.png", "mask.npy", "perturbed.png",
+        "result.json"]
     summary = json.loads((out / "result.json").read_text())
     assert summary["target"] == 386 and summary["target_name"] == "African elephant"
     assert len(summary["prob_after"]) == 3 and 0 < summary["prob_before"] < 1
@@ -48,7 +49,9 @@ def test_explain_tusker_three_seeds(tmp_path: Path) -> None:
 
 def test_explain_refuses_existing_folder_and_force_replaces(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    out.mkdir()
+    # --force replaces only a folder that upx wrote: make this one by a run
+    assert main(["explain", "sample:101", "--out", str(out), "--iterations", "2",
+                 "--no-progress"]) == 0
     (out / "keep.txt").write_text("mine")
     assert main(["explain", "sample:101", "--out", str(out), *FAST]) == 2
     assert "already exists" in capsys.readouterr().err
