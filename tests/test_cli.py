@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +108,34 @@ def test_cuda_without_gpu_is_clear(tmp_path: Path) -> None:
     assert proc.stderr.strip() == ("upx: error: device 'cuda' requested but no CUDA GPU is "
                                    "available")
     assert "Traceback" not in proc.stderr
+
+
+def test_importing_the_command_loads_no_torch() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, upx_core.cli; print('torch' in sys.modules)"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_ctrl_c_while_torch_loads_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "upx_core.cli", "explain", "sample:tusker", "--out", str(out),
+         "--iterations", "2", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 120
+    try:
+        # Wait until torch's library is loading: the start-up, not the optimization.
+        while "libtorch" not in maps.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, "torch never started loading"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == "upx: interrupted; no partial output was kept"
+    assert not out.exists() and os.listdir(tmp_path) == []

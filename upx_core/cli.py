@@ -219,8 +219,10 @@ def evaluate(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Parsing is inside the try, and ``import upx_core`` loads no torch (see __init__), so a
+    # Ctrl-C while torch and the model load is also one line.
     try:
+        args = build_parser().parse_args(argv)
         return {"explain": explain, "evaluate": evaluate}[args.command](args)
     except EXPECTED_ERRORS as err:
         print(f"upx: error: {err}", file=sys.stderr)
