@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,8 @@ def test_explain_tusker_three_seeds(tmp_path: Path) -> None:
     for word in ("p(target)", "phi (Eq. 8)", "ratio", "consistency"):
         assert word in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "explanation.png", "heatmap.png", "mask.npy", "perturbed.png", "result.json"]
+        ".upx-output", "explanation.png", "heatmap.png", "mask.npy", "perturbed.png",
+        "result.json"]
     summary = json.loads((out / "result.json").read_text())
     assert summary["target"] == 386 and summary["target_name"] == "African elephant"
     assert len(summary["prob_after"]) == 3 and 0 < summary["prob_before"] < 1
@@ -53,7 +56,9 @@ def test_explain_tusker_three_seeds(tmp_path: Path) -> None:
 
 def test_explain_refuses_existing_folder_and_force_replaces(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    out.mkdir()
+    # --force replaces only a folder that upx wrote: make this one by a run
+    assert main(["explain", "sample:101", "--out", str(out), "--iterations", "2",
+                 "--no-progress"]) == 0
     (out / "keep.txt").write_text("mine")
     assert main(["explain", "sample:101", "--out", str(out), *FAST]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -85,6 +90,15 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "negative lambda": ([img, "--lambda1", "-1"], "lambda1"),
         "nan lambda": ([img, "--lambda2", "nan"], "lambda2"),
         "nan gamma": ([img, "--gamma", "nan"], "gamma"),
+        "folder as image": ([str(tmp_path)], "is a folder, not an image file"),
+        "duplicate seeds": ([img, "--seeds", "0", "1", "0"], "--seeds repeats 0"),
+        "huge seed": ([img, "--seeds", str(2**70)], "seed must be an integer in 0..2**64 - 1"),
+        "negative target": ([img, "--target", "-1"], "class index -1 is out of range 0..999"),
+        "float target": ([img, "--target", "386.0"], "'386.0' is not an integer"),
+        "empty target": ([img, "--target", ""], "target is empty"),
+        "misspelt target": ([img, "--target", "elefant"],
+                            "closest: 'Indian elephant', 'African elephant'"),
+        "unknown model": ([img, "--model", "vgg16"], "unknown model 'vgg16'"),
     }
 
 
@@ -197,3 +211,116 @@ def test_evaluate_records_every_run_flag_in_the_csv(tmp_path: Path) -> None:
             "model": "efficientnet_lite0"}
     for col, value in want.items():
         assert df[col].tolist() == [value] * 4, col
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("photo", "is the input image"),
+    ("photos", "contains the input image"),
+    ("root", "contains the input image"),
+    ("notes", "is a file, not an output folder"),
+    ("thesis", "--force replaces only a folder that upx wrote"),
+])
+def test_force_never_deletes_the_input_its_siblings_a_file_or_a_foreign_folder(
+        tmp_path: Path, capsys, target: str, expected: str) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = photos / "photo.JPEG"
+    photo.write_bytes(sample_path("tusker").read_bytes())
+    (photos / "sibling.JPEG").write_bytes(sample_path("African elephant").read_bytes())
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "draft.tex").write_text("years of work")
+    out = {"photo": photo, "photos": photos, "root": tmp_path, "notes": tmp_path / "notes.txt",
+           "thesis": tmp_path / "thesis"}[target]
+    before = _tree(tmp_path)
+    code = main(["explain", str(photo), "--out", str(out), "--force", "--iterations", "2",
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("upx: error: ") and "\n" not in err and expected in err, err
+    assert _tree(tmp_path) == before
+
+
+def test_output_location_is_checked_before_the_model_loads(tmp_path: Path) -> None:
+    """Every bad --out fails with one line and exit 2, without loading the model (timm, which
+    builds it, is never imported) and without leaving anything behind."""
+    photo = tmp_path / "photo.JPEG"
+    photo.write_bytes(sample_path("tusker").read_bytes())
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):  # root: permissions do not stop it, sysfs does
+        read_only = Path("/sys")
+    cases = {
+        str(photo / "out"): "photo.JPEG is a file",
+        str(photo / "deeper" / "out"): "photo.JPEG is a file",
+        str(read_only / "out"): "is not writable",
+        str(read_only / "new" / "out"): "is not writable",
+    }
+    script = (
+        "import json, sys\n"
+        "from upx_core.cli import main\n"
+        "codes = [main(['explain', sys.argv[1], '--out', out, '--iterations', '2',"
+        " '--no-progress']) for out in sys.argv[2:]]\n"
+        "print(json.dumps({'codes': codes, 'timm': 'timm' in sys.modules}))\n"
+    )
+    try:
+        proc = subprocess.run([sys.executable, "-c", script, str(photo), *cases],
+                              capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    finally:
+        if read_only != Path("/sys"):
+            read_only.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result == {"codes": [2] * len(cases), "timm": False}
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == len(cases) and "Traceback" not in proc.stderr
+    for line, expected in zip(lines, cases.values(), strict=True):
+        assert line.startswith("upx: error: cannot create output folder ") and expected in line
+    assert sorted(os.listdir(tmp_path)) == ["photo.JPEG", "ro"]
+
+
+def test_importing_the_command_loads_no_torch() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, upx_core.cli; print('torch' in sys.modules)"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_ctrl_c_while_torch_loads_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "upx_core.cli", "explain", "sample:tusker", "--out", str(out),
+         "--iterations", "2", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 120
+    try:
+        # Wait until torch's library is loading: the start-up, not the optimization.
+        while "libtorch" not in maps.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, "torch never started loading"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == "upx: interrupted; no partial output was kept"
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_a_system_oserror_reads_as_one_line(tmp_path: Path) -> None:
+    from upx_core.cli import _one_line
+
+    (tmp_path / "photo.png").write_bytes(b"pixels")
+    with pytest.raises(NotADirectoryError) as err:
+        os.mkdir(tmp_path / "photo.png" / "out")
+    assert _one_line(err.value) == f"Not a directory: {tmp_path / 'photo.png' / 'out'}"
+    assert _one_line(ValueError("two\nlines")) == "two lines"

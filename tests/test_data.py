@@ -209,3 +209,68 @@ def test_image_smaller_than_the_mask_raises(tmp_path):
     with pytest.raises(ValueError, match="10x10, smaller than the 28x28 mask"):
         load_image(path, min_size=28)
     assert load_image(path, min_size=10).shape == (3, 224, 224)
+
+
+# --- orientation, size limits, float pixels, folders ---------------------------------------------
+
+EXIF_ORIENTATION = 0x0112
+
+
+def test_exif_orientation_is_applied_so_a_sideways_photo_loads_upright(tmp_path):
+    # What a phone writes: the pixels as the sensor saw them (here turned 90 degrees
+    # counter-clockwise) and orientation 6, "turn 90 degrees clockwise to view".
+    with Image.open(sample_path(101)) as upright:
+        upright = upright.convert("RGB")
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    path = tmp_path / "phone.png"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif)
+    with Image.open(path) as stored:
+        assert stored.size == upright.size[::-1]  # stored sideways
+    assert open_rgb(path).size == upright.size
+    reference = tmp_path / "upright.png"
+    upright.save(reference)
+    assert torch.equal(load_image(path), load_image(reference))
+    with Image.open(path) as opened:  # a PIL image given directly is turned upright too
+        assert torch.equal(load_image(opened), load_image(reference))
+    assert torch.equal(load_image(open_rgb(path)), load_image(reference))  # and only once
+
+
+@pytest.mark.parametrize("width, height", [
+    (20_000, 10_000),  # 2e8 pixels: above twice PIL's MAX_IMAGE_PIXELS, PIL raises
+    (10_000, 10_000),  # 1e8 pixels: above MAX_IMAGE_PIXELS, PIL only warns and decodes it all
+])
+def test_decompression_bomb_is_a_clear_error(tmp_path, width, height):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (width, height)).save(path)  # a few kB on disk
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(ValueError, match=r"bomb\.png is too large to open safely"):
+        load_image(path)
+
+
+def test_float_tiff_in_0_1_is_scaled_not_black(tmp_path):
+    with Image.open(sample_path(101)) as img:
+        gray = img.convert("L")
+    gray.save(tmp_path / "gray.png")
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.asarray(gray, dtype=np.float32) / 255.0, "F").save(path)
+    with Image.open(path) as check:
+        assert check.mode == "F"
+    x = load_image(path)
+    assert x.mean() > 0.2  # not black
+    torch.testing.assert_close(x, load_image(tmp_path / "gray.png"), atol=1.5 / 255, rtol=0)
+
+
+@pytest.mark.parametrize("fill, match", [(float("nan"), "NaN or Inf"), (-0.5, "rescale it")])
+def test_float_tiff_outside_any_known_range_is_refused(tmp_path, fill, match):
+    arr = np.full((32, 32), 0.5, dtype=np.float32)
+    arr[:4, :4] = fill
+    path = tmp_path / "odd.tif"
+    Image.fromarray(arr, "F").save(path)
+    with pytest.raises(ValueError, match=f"odd.tif: .*{match}"):
+        load_image(path)
+
+
+def test_a_folder_given_as_the_image_says_it_is_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder, not an image file"):
+        load_image(tmp_path)

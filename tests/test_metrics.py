@@ -31,6 +31,22 @@ def test_relative_improvement_takes_python_floats_and_lists():
     assert relative_improvement([1.0], [0.4]).tolist() == [0.0]
 
 
+@pytest.mark.parametrize("before, after", [
+    (float("nan"), 0.5),
+    (0.5, float("nan")),
+    (1.0, float("nan")),  # "nothing to improve" must not hide a NaN after
+    (float("nan"), float("nan")),
+])
+def test_relative_improvement_of_nan_is_nan_not_zero(before, after):
+    assert math.isnan(float(relative_improvement(before, after)))
+
+
+def test_a_nan_image_leaves_the_others_measured_and_makes_phi_nan():
+    out = relative_improvement([0.5, float("nan"), 1.0], [0.75, 0.5, 1.0])
+    assert out[0] == 50.0 and math.isnan(out[1]) and out[2] == 0.0
+    assert math.isnan(phi([0.5, float("nan")], [0.75, 0.5]))
+
+
 def test_phi_is_the_mean_relative_improvement():
     before = [0.5, 0.2, 1.0]
     after = [0.75, 0.1, 1.0]

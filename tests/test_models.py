@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -155,6 +156,37 @@ def test_class_index_ambiguous_name_asks_for_the_index():
 def test_class_index_rejects_non_names(bad):
     with pytest.raises(ValueError, match="class index or name"):
         class_index(bad)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (-1, r"class index -1 is out of range 0\.\.999"),
+    ("-1", r"class index -1 is out of range 0\.\.999"),
+    ("386.0", "'386.0' is not an integer"),
+    (386.0, "386.0 is not an integer"),
+    (np.float64(386), "is not an integer"),
+    ("", "target is empty"),
+    ("   ", "target is empty"),
+    (np.bool_(True), "class index or name"),
+])
+def test_class_index_says_what_is_wrong_instead_of_unknown_name(bad, match):
+    with pytest.raises(ValueError, match=match) as err:
+        class_index(bad)
+    assert "unknown class name" not in str(err.value)
+
+
+def test_class_index_takes_numpy_integers():
+    assert class_index(np.int64(386)) == 386 and type(class_index(np.int32(101))) is int
+    assert class_index("+386") == 386
+
+
+def test_class_index_suggests_by_word_for_a_misspelt_name():
+    # "elefant" is far from "African elephant" as a whole, close to its last word
+    with pytest.raises(ValueError, match="unknown class name 'elefant'") as err:
+        class_index("elefant")
+    closest = str(err.value).split("closest: ", 1)[1]
+    assert closest.startswith("'Indian elephant', 'African elephant'"), closest
+    with pytest.raises(ValueError, match="closest: 'African elephant'"):
+        class_index("elefant africa")
 
 
 def test_class_index_with_own_categories():

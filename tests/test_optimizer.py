@@ -9,7 +9,10 @@ what the method is for: the target's probability after a 30-iteration F-TC run o
 from __future__ import annotations
 
 import copy
+import json
+from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -169,6 +172,21 @@ def test_per_image_targets_and_their_count(model, crops):
         run(model, crops, settings=MaskSetting(target=1000), config=OptimConfig(iterations=1))
 
 
+def test_numpy_and_tensor_targets_work_and_floats_are_refused_before_any_work(model, crops):
+    cfg = OptimConfig(iterations=1)
+    r = run(model, crops, targets=np.int64(AFRICAN_ELEPHANT), config=cfg)
+    assert r.targets.tolist() == [[AFRICAN_ELEPHANT], [AFRICAN_ELEPHANT]]
+    r = run(model, crops, targets=np.array([INDIAN_ELEPHANT, AFRICAN_ELEPHANT]), config=cfg)
+    assert r.targets.tolist() == [[INDIAN_ELEPHANT], [AFRICAN_ELEPHANT]]
+    r = run(model, crops[1], targets=torch.tensor(AFRICAN_ELEPHANT), config=cfg)  # 0-d
+    assert r.targets.tolist() == [[AFRICAN_ELEPHANT]]
+    # checked before the model runs (TinyNet: no categories, so the ImageNet names apply)
+    for bad, match in [(386.0, "386.0 is not an integer"), (object(), "targets must be"),
+                       ("", "target is empty"), (-1, "out of range")]:
+        with pytest.raises(ValueError, match=match):
+            run(TinyNet(), crops, targets=bad, config=cfg)
+
+
 def test_ftc_raises_the_top_class_probability_of_the_tusker(model, tusker):
     """What the method is for (Sect. 4.3): blurring the undesirable pixels raises f_k."""
     r = run(model, tusker, settings=MaskSetting(mode="ftc"), config=OptimConfig(iterations=30))
@@ -280,6 +298,11 @@ def test_unknown_device_raises(model, crops):
     (torch.rand(2, 3, 32, 32, 1), r"\[B, 3, H, W\]"),
     ([[0.5]], "torch.Tensor"),
     (torch.rand(1, 3, 20, 40), "smaller than the 28x28 mask"),
+    # 0/1 or 0..255 integers are not taken as an image: the dtype says convert them
+    (torch.ones(1, 3, 32, 32, dtype=torch.uint8), r"float tensor in \[0, 1\].*torch\.uint8"),
+    (torch.ones(1, 3, 32, 32, dtype=torch.bool), r"float tensor in \[0, 1\].*torch\.bool"),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.int64), "float tensor"),
+    (torch.rand(0, 3, 32, 32), "empty batch"),
 ])
 def test_bad_images_raise_before_any_work(images, match):
     with pytest.raises(ValueError, match=match):
@@ -341,10 +364,28 @@ def test_optim_config_rejects_bad_values_naming_the_parameter(kwargs, name):
     ({"seed": -1}, "seed"),
     ({"seed": 1.5}, "seed"),
     ({"seed": True}, "seed"),
+    ({"seed": 2**64}, r"seed must be an integer in 0\.\.2\*\*64 - 1"),
+    ({"seed": 2**70}, r"seed must be an integer in 0\.\.2\*\*64 - 1"),
+    ({"seed": np.float64(1)}, "seed"),
+    ({"seed": np.bool_(True)}, "seed"),
+    ({"target": "tusker"}, "target"),
+    ({"target": -1}, "target"),
 ])
 def test_mask_setting_rejects_bad_values_naming_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
         MaskSetting(**kwargs)
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
+    s = MaskSetting(seed=np.int64(1), target=np.int64(386), lambda1=np.float32(0.5))
+    assert (s.seed, s.target, s.lambda1) == (1, 386, 0.5)
+    assert type(s.seed) is int and type(s.target) is int and type(s.lambda1) is float
+    cfg = OptimConfig(iterations=np.int64(5), mask_size=np.int32(14), kernel_size=np.int64(5),
+                      lr=np.float32(0.25), check_every=np.int64(2))
+    assert (cfg.iterations, cfg.mask_size, cfg.kernel_size, cfg.lr) == (5, 14, 5, 0.25)
+    json.dumps([asdict(s), cfg.to_dict()])  # what result.json and the CSV store write
+    assert MaskSetting(seed=2**64 - 1).seed == 2**64 - 1
+    assert initial_mask(2**64 - 1, 4, 0.5).shape == (1, 4, 4)
 
 
 def test_config_accepts_the_paper_defaults_and_edges():

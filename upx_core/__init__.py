@@ -6,13 +6,42 @@ Layout: ``equations`` (Eq. 1-7), ``optimizer`` (the batched mask optimizer), ``a
 and ``cli`` (``upx explain``, ``upx evaluate``).
 """
 
-from .attribution import UndesirablePixels
-from .config import MODES, MaskSetting, OptimConfig, settings_grid
-from .data import load_image, sample_path
-from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
-from .models import Classifier, class_index, load_model
-from .optimizer import optimize_masks
-from .result import UPXResult
+import importlib
+
+# Names are imported on first use (PEP 562), so that ``import upx_core`` (and with it the
+# ``upx`` command's start) loads no torch: a Ctrl-C while torch loads then reaches cli.main,
+# which ends it with one line instead of a traceback. ``from upx_core import load_model`` works
+# as before.
+_EXPORTS = {
+    "UndesirablePixels": "attribution",
+    "MODES": "config",
+    "MaskSetting": "config",
+    "OptimConfig": "config",
+    "settings_grid": "config",
+    "load_image": "data",
+    "sample_path": "data",
+    "consistency": "metrics",
+    "relative_improvement": "metrics",
+    "undesirable_pixel_ratio": "metrics",
+    "Classifier": "models",
+    "class_index": "models",
+    "load_model": "models",
+    "optimize_masks": "optimizer",
+    "UPXResult": "result",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

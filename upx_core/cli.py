@@ -3,7 +3,9 @@
 ``python -m upx_core.cli`` is the same command, which is how torchrun starts it on N processes:
 ``torchrun --nproc_per_node N -m upx_core.cli evaluate ...``.
 
-Bad input ends with a one-line ``upx: error: ...`` and exit code 2, never a traceback.
+Bad input ends with a one-line ``upx: error: ...`` and exit code 2, never a traceback; Ctrl-C
+ends with a one-line message and exit code 130. ``upx explain`` checks its image, target and
+output folder before it loads the model, and ``--force`` replaces only a folder that upx wrote.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError,
-                   FloatingPointError)
+# OSError covers FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, ...
+EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
 
 
 def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
@@ -97,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--mode", default="ftc", choices=MODES,
                     help="the objective: Eq. 3, 5, 7 or Fong & Vedaldi's (default: %(default)s)")
     ex.add_argument("--out", required=True, help="output folder (must not exist, see --force)")
-    ex.add_argument("--force", action="store_true", help="replace an existing output folder")
+    ex.add_argument("--force", action="store_true",
+                    help="replace an output folder that upx wrote before (never any other "
+                         "folder or file)")
     _add_hyperparameters(ex)
     _add_runtime(ex)
 
@@ -143,11 +147,10 @@ def _penalties(args) -> dict:
             "gamma": args.gamma}
 
 
-def _open_image(spec: str, model, mask_size: int):
-    from .data import load_image, sample_path
+def _image_path(spec: str) -> Path:
+    from .data import sample_path
 
-    path = sample_path(spec.split(":", 1)[1]) if spec.startswith("sample:") else Path(spec)
-    return path, load_image(path, model.input_size, model.resize_size, min_size=mask_size)
+    return sample_path(spec.split(":", 1)[1]) if spec.startswith("sample:") else Path(spec)
 
 
 def _png(fig_or_array) -> bytes:
@@ -166,25 +169,38 @@ def explain(args) -> int:
     import numpy as np
 
     from .config import MaskSetting
-    from .io import atomic_directory
+    from .data import check_min_size, load_image, open_rgb
+    from .io import atomic_directory, check_output_dir
     from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
-    from .models import class_index, load_model
+    from .models import MODEL_NAMES, class_index, load_model
     from .optimizer import optimize_masks, resolve_device
     from .plotting import explanation_grid, overlay, to_numpy_image
 
+    # Everything a user can get wrong is checked here, before the model loads and optimizes.
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"output folder {out} already exists (use --force to replace it)")
     config = _config(args)
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"--seeds repeats {' '.join(map(str, repeated))}; a seed is a trial, "
+                         "and each trial needs its own")
     settings = [
         MaskSetting(mode=args.mode, seed=s, lambda1=args.lambda1, lambda2=args.lambda2,
                     beta=args.beta, gamma=args.gamma) for s in args.seeds
     ]
     if not 0 <= args.threshold <= 1:
         raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.model not in MODEL_NAMES:
+        raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
     device = resolve_device(args.device)
+    path = _image_path(args.image)
+    check_output_dir(out, args.force, protect=[path])
+    picture = open_rgb(path)
+    check_min_size(picture, config.mask_size, path)
+    if args.target is not None:
+        class_index(args.target)  # every --model has the ImageNet classes
+
     model = load_model(args.model, device=device)
-    path, image = _open_image(args.image, model, config.mask_size)
+    image = load_image(picture, model.input_size, model.resize_size)
     target = None if args.target is None else class_index(args.target, model.categories)
     t0 = time.perf_counter()
     result = optimize_masks(model, image, targets=target, settings=settings, config=config,
@@ -217,7 +233,7 @@ def explain(args) -> int:
         "settings": [dataclasses.asdict(s) for s in settings],
         "wall_s": wall,
     })
-    with atomic_directory(out, force=args.force) as tmp:
+    with atomic_directory(out, force=args.force, protect=[path]) as tmp:
         (tmp / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
         np.save(tmp / "mask.npy", result.masks[0, :, 0].numpy())
         (tmp / "heatmap.png").write_bytes(_png(overlay(image, result.undesirable[0, 0])))
@@ -278,12 +294,25 @@ def evaluate(args) -> int:
     return 0
 
 
+def _one_line(err: BaseException) -> str:
+    """The error as one line; an OSError from the system reads "reason: path"."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        msg = f"{err.strerror}: {err.filename}"
+        if err.filename2 is not None:
+            msg += f" -> {err.filename2}"
+    else:
+        msg = str(err) or type(err).__name__
+    return " ".join(msg.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Parsing is inside the try, and ``import upx_core`` loads no torch (see __init__), so a
+    # Ctrl-C while torch and the model load is also one line.
     try:
+        args = build_parser().parse_args(argv)
         return {"explain": explain, "evaluate": evaluate}[args.command](args)
     except EXPECTED_ERRORS as err:
-        print(f"upx: error: {err}", file=sys.stderr)
+        print(f"upx: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("upx: interrupted; no partial output was kept", file=sys.stderr)

@@ -9,6 +9,7 @@ defaults are the readings chosen in ``book/implementation-notes.md``.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, replace
 
 MODES = ("baseline", "ftc", "fntc", "deletion")
@@ -20,13 +21,36 @@ AMP_DTYPES = ("bf16",)  # OptimConfig.amp: one of these or None (float32)
 __all__ = ["MODES", "MaskSetting", "OptimConfig", "settings_grid"]
 
 
-def _check_nonneg(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+# torch.Generator.manual_seed takes seeds below 2**64.
+SEED_LIMIT = 2**64
+
+
+def _is_real(value) -> bool:
+    """A Python or NumPy number other than a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _not_int(value) -> bool:
-    return not isinstance(value, int) or isinstance(value, bool)
+    """Not a Python or NumPy integer (bools are not integers here)."""
+    return not isinstance(value, numbers.Integral) or isinstance(value, bool)
+
+
+def _check_nonneg(name: str, value: float) -> None:
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+
+
+def _as_builtin(obj, ints: tuple[str, ...], reals: tuple[str, ...]) -> None:
+    """Store NumPy scalars (already validated) as Python ints and floats on a frozen dataclass,
+    so that ``asdict`` gives what ``json`` can write; Python numbers are kept as they are."""
+    for name in ints:
+        value = getattr(obj, name)
+        if value is not None and not isinstance(value, int):
+            object.__setattr__(obj, name, int(value))
+    for name in reals:
+        value = getattr(obj, name)
+        if not isinstance(value, (int, float)):
+            object.__setattr__(obj, name, float(value))
 
 
 @dataclass(frozen=True)
@@ -53,10 +77,14 @@ class MaskSetting:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         for name in ("lambda1", "lambda2", "gamma"):
             _check_nonneg(name, getattr(self, name))
-        if not isinstance(self.beta, (int, float)) or math.isnan(self.beta) or self.beta < 1:
+        if not _is_real(self.beta) or math.isnan(self.beta) or self.beta < 1:
             raise ValueError(f"beta must be a number >= 1, got {self.beta!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if _not_int(self.seed) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be an integer in 0..2**64 - 1, got {self.seed!r}")
+        if self.target is not None and (_not_int(self.target) or self.target < 0):
+            raise ValueError(
+                f"target must be None or a non-negative class index, got {self.target!r}")
+        _as_builtin(self, ("seed", "target"), ("lambda1", "lambda2", "beta", "gamma"))
 
 
 @dataclass(frozen=True)
@@ -92,11 +120,11 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if _not_int(self.iterations) or self.iterations <= 0:
             raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
-        if not isinstance(self.lr, (int, float)) or not (self.lr > 0) or math.isinf(self.lr):
+        if not _is_real(self.lr) or not (self.lr > 0) or math.isinf(self.lr):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if _not_int(self.mask_size) or self.mask_size < 2:
             raise ValueError(f"mask_size must be an integer >= 2, got {self.mask_size!r}")
-        if not isinstance(self.sigma, (int, float)) or not (self.sigma > 0):
+        if not _is_real(self.sigma) or not (self.sigma > 0):
             raise ValueError(f"sigma must be > 0, got {self.sigma!r}")
         ks = self.kernel_size
         if _not_int(ks) or ks <= 0 or ks % 2 == 0:
@@ -107,12 +135,14 @@ class OptimConfig:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
         if self.ftc_form not in FTC_FORMS:
             raise ValueError(f"ftc_form must be one of {FTC_FORMS}, got {self.ftc_form!r}")
-        if not isinstance(self.init_noise, (int, float)) or not (0 <= self.init_noise <= 1):
+        if not _is_real(self.init_noise) or not (0 <= self.init_noise <= 1):
             raise ValueError(f"init_noise must be in [0, 1], got {self.init_noise!r}")
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
-        if not isinstance(self.check_every, int) or self.check_every <= 0:
+        if _not_int(self.check_every) or self.check_every <= 0:
             raise ValueError(f"check_every must be a positive integer, got {self.check_every!r}")
+        _as_builtin(self, ("iterations", "mask_size", "kernel_size", "check_every"),
+                    ("lr", "sigma", "init_noise"))
 
     def replace(self, **changes) -> OptimConfig:
         return replace(self, **changes)

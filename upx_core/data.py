@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
@@ -109,31 +110,63 @@ def _download(filename: str, sha256: str) -> Path:
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as 8-bit RGB, fully decoded.
+    """Open an image file as 8-bit RGB, fully decoded and turned upright.
 
-    Grayscale, palette, RGBA/LA (composited on white) and 16-bit files are converted. A missing
-    file raises FileNotFoundError; a non-image or truncated file raises ValueError.
+    The EXIF orientation (a phone photo taken sideways) is applied. Grayscale, palette,
+    RGBA/LA (composited on white), 16-bit and float files are converted. A missing file raises
+    FileNotFoundError, a folder IsADirectoryError; a non-image or truncated file, or one above
+    PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), raises ValueError.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     # PIL's global default is already False; set it explicitly so a truncated JPEG is an error
     # here even if another library in the process turned it on.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(path) as img:
-            img.load()
-            return _to_rgb(img)
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that, then decodes it all.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(
+            f"image {path} is too large to open safely: {err} Shrink it, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+        ) from None
     except UnidentifiedImageError:
         raise ValueError(f"not an image file: {path}") from None
     except (OSError, SyntaxError) as err:
         raise ValueError(f"cannot decode image {path}: {err}") from None
+    try:
+        return _to_rgb(img)
+    except ValueError as err:
+        raise ValueError(f"image {path}: {err}") from None
+
+
+def _float_scale(arr: np.ndarray) -> float:
+    """What a float image's white is: 1 for values in [0, 1], else 255 or 65535."""
+    if not np.isfinite(arr).all():
+        raise ValueError("float pixels include NaN or Inf")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 65535:
+        raise ValueError(
+            f"float pixels range over [{lo:g}, {hi:g}]; upx reads float images in [0, 1] "
+            "(or 0..255, 0..65535): rescale it"
+        )
+    return 1.0 if hi <= 1 else 255.0 if hi <= 255 else 65535.0
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F":
+            top = _float_scale(arr)
+        else:
+            top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
@@ -144,6 +177,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def check_min_size(img: Image.Image, min_size: int, name: object = "") -> None:
+    """ValueError if ``img``'s shorter side is below ``min_size`` (the mask size)."""
+    if min(img.size) < min_size:
+        raise ValueError(
+            f"image {name} is {img.size[0]}x{img.size[1]}, smaller than the "
+            f"{min_size}x{min_size} mask"
+        )
+
+
 def load_image(
     source: str | os.PathLike | Image.Image,
     input_size: int = 224,
@@ -152,17 +194,18 @@ def load_image(
 ) -> torch.Tensor:
     """A ``[3, input_size, input_size]`` float tensor in [0, 1] from a file or PIL image.
 
+    A PIL image is turned upright by its EXIF orientation, as a file is.
     Shorter side resized to ``resize_size`` (antialiased), then center-cropped, as torchvision's
     ImageNet evaluation transforms do. An image whose shorter side is below ``min_size`` (the
     optimizer passes the mask size) raises ValueError: upsampling it would explain
     interpolation, not the picture.
     """
-    img = _to_rgb(source) if isinstance(source, Image.Image) else open_rgb(source)
-    if min(img.size) < min_size:
-        raise ValueError(
-            f"image {getattr(source, 'name', source)} is {img.size[0]}x{img.size[1]}, smaller "
-            f"than the {min_size}x{min_size} mask"
-        )
+    if isinstance(source, Image.Image):
+        img = _to_rgb(ImageOps.exif_transpose(source))
+        name = getattr(source, "filename", "") or "(PIL image)"
+    else:
+        img, name = open_rgb(source), source
+    check_min_size(img, min_size, name)
     tensor = TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
     tensor = TF.resize(tensor, [resize_size], antialias=True)
     return TF.center_crop(tensor, [input_size, input_size]).clamp_(0.0, 1.0)

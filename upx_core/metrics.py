@@ -14,13 +14,16 @@ def relative_improvement(prob_before, prob_after) -> torch.Tensor:
 
     The share of the residual probability 1 - f_h(X) that the perturbation won; 100 means the
     class reached probability 1, negative values mean it fell. An image already at f_h(X) = 1
-    has nothing to improve and scores 0.
+    has nothing to improve and scores 0. A NaN probability (before or after) gives NaN, never
+    a score that looks measured.
     """
     before = torch.as_tensor(prob_before, dtype=torch.float64)
     after = torch.as_tensor(prob_after, dtype=torch.float64)
     residual = 1.0 - before
     safe = torch.where(residual > 0, residual, torch.ones_like(residual))
-    return torch.where(residual > 0, (after - before) / safe * 100.0, torch.zeros_like(before))
+    out = torch.where(residual > 0, (after - before) / safe * 100.0, torch.zeros_like(residual))
+    return torch.where(torch.isnan(before) | torch.isnan(after),
+                       torch.full_like(out, float("nan")), out)
 
 
 def phi(prob_before, prob_after) -> float:

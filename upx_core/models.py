@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import numbers
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,24 +77,58 @@ def _normalize_name(name: str) -> str:
     return re.sub(r"[\s_]+", " ", name.strip().lower())
 
 
+_INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+
+
+def _closest_names(key: str, normalized: Sequence[str], n: int = 5,
+                   cutoff: float = 0.6) -> list[int]:
+    """Indices of the ``n`` names most like ``key``, best first.
+
+    A name scores the better of its similarity to ``key`` as a whole and the mean, over the
+    words of ``key``, of each word's best match among the name's words: ``"elefant"`` finds
+    ``"African elephant"`` through its second word.
+    """
+    key_words = key.split() or [key]
+    scored = []
+    for i, name in enumerate(normalized):
+        words = [w for w in re.split(r"[\s\-']+", name) if w] or [name]
+        whole = difflib.SequenceMatcher(None, key, name).ratio()
+        by_word = sum(
+            max(difflib.SequenceMatcher(None, k, w).ratio() for w in words) for k in key_words
+        ) / len(key_words)
+        score = max(whole, by_word)
+        if score >= cutoff:
+            scored.append((-score, -whole, i))
+    return [i for *_, i in sorted(scored)[:n]]
+
+
 def class_index(target: int | str, categories: Sequence[str] | None = None) -> int:
-    """A class index from an index, a digit string or a class name.
+    """A class index from an index (Python or NumPy integer), a digit string or a class name.
 
     Names match ignoring case, spaces and underscores (``"african_elephant"`` finds
-    ``"African elephant"``). An unknown name raises ValueError listing the closest names; a
-    name shared by two classes (ImageNet has two "crane"s) asks for the index.
+    ``"African elephant"``). An unknown name raises ValueError listing the closest names
+    (compared whole and word by word); a name shared by two classes (ImageNet has two
+    "crane"s) asks for the index. Negative or too large indices, non-integer numbers (``386.0``)
+    and empty strings raise ValueError saying so.
     """
     cats = list(categories) if categories is not None else imagenet_categories()
-    if isinstance(target, bool):
+    if isinstance(target, bool) or not isinstance(target, (numbers.Real, str)):
         raise ValueError(f"target must be a class index or name, got {target!r}")
-    if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
+    if isinstance(target, str) and _INTEGER.fullmatch(target.strip()):
+        target = int(target.strip())
+    if isinstance(target, numbers.Integral):
         idx = int(target)
         if not 0 <= idx < len(cats):
             raise ValueError(f"class index {idx} is out of range 0..{len(cats) - 1}")
         return idx
-    if not isinstance(target, str):
-        raise ValueError(f"target must be a class index or name, got {target!r}")
+    if not isinstance(target, str) or _DECIMAL.fullmatch(target.strip()):
+        raise ValueError(
+            f"target must be a class index or name; {target!r} is not an integer"
+        )
     key = _normalize_name(target)
+    if not key:
+        raise ValueError(f"target is empty; give a class index 0..{len(cats) - 1} or a name")
     normalized = [_normalize_name(c) for c in cats]
     hits = [i for i, c in enumerate(normalized) if c == key]
     if len(hits) == 1:
@@ -102,8 +137,7 @@ def class_index(target: int | str, categories: Sequence[str] | None = None) -> i
         raise ValueError(
             f"class name {target!r} is ambiguous: indices {hits}; pass the index instead"
         )
-    close = difflib.get_close_matches(key, normalized, n=5, cutoff=0.5)
-    hint = ", ".join(repr(cats[normalized.index(c)]) for c in close) or "none"
+    hint = ", ".join(repr(cats[i]) for i in _closest_names(key, normalized)) or "none"
     raise ValueError(f"unknown class name {target!r}; closest: {hint}")
 
 

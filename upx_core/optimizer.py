@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import numbers
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -233,32 +235,30 @@ def objective_terms(
     }
 
 
-def _as_targets(targets, logits_clean: torch.Tensor, categories) -> torch.Tensor:
+def _target_list(targets, b: int, categories) -> list[int | None]:
+    """Each image's target as a class index, ``None`` for its top class; checked before any work.
+
+    One target (an index, NumPy integer, name or 0-d tensor/array) applies to every image; a
+    sequence, tensor or array gives one per image.
+    """
     from .models import class_index
 
-    b = logits_clean.shape[0]
     if targets is None:
-        return logits_clean.argmax(dim=1).cpu()
-    if isinstance(targets, (int, str)):
+        return [None] * b
+    if isinstance(targets, (torch.Tensor, np.ndarray)):
+        targets = targets.item() if targets.ndim == 0 else targets.reshape(-1).tolist()
+    if isinstance(targets, (str, numbers.Number)):
         targets = [targets] * b
-    if isinstance(targets, torch.Tensor):
-        targets = targets.reshape(-1).tolist()
-    targets = list(targets)
+    try:
+        targets = list(targets)
+    except TypeError:
+        raise ValueError(
+            "targets must be a class index or name, a sequence of them (one per image) or "
+            f"None, got {type(targets).__name__}"
+        ) from None
     if len(targets) != b:
         raise ValueError(f"got {len(targets)} targets for {b} images")
-    n_classes = logits_clean.shape[1]
-    out = []
-    for t in targets:
-        if t is None:
-            out.append(-1)
-            continue
-        idx = class_index(t, categories)
-        if idx >= n_classes:
-            raise ValueError(f"class index {idx} is out of range 0..{n_classes - 1}")
-        out.append(idx)
-    top = logits_clean.argmax(dim=1).cpu()
-    result = torch.tensor(out)
-    return torch.where(result < 0, top, result)
+    return [None if t is None else class_index(t, categories) for t in targets]
 
 
 def optimize_masks(
@@ -276,8 +276,9 @@ def optimize_masks(
 
     model: maps ``[N, 3, H, W]`` images in [0, 1] to logits (a :class:`Classifier`, or any
         module whose inputs live in the space that the blur and the mask mix).
-    images: ``[B, 3, H, W]`` (or one ``[3, H, W]``) in [0, 1].
-    targets: per image class index or name; ``None`` takes each image's top class.
+    images: ``[B, 3, H, W]`` (or one ``[3, H, W]``) floats in [0, 1], B >= 1.
+    targets: per image class index (an int or NumPy integer) or name, or one for all images;
+        ``None`` takes each image's top class. Checked before any work, like the images.
     settings: K :class:`MaskSetting` (mode, trial seed, lambdas, gamma, optional target); every
         image gets every setting, so the result has B x K masks.
     batch_size: at most this many masks per forward pass (memory); ``None``: all at once on
@@ -295,10 +296,17 @@ def optimize_masks(
         raise ValueError("settings is empty: give at least one MaskSetting")
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise ValueError(
+            f"images must be a float tensor in [0, 1], got dtype {images.dtype}; convert it "
+            "first (a uint8 image: images.float() / 255, a bool one: images.float())"
+        )
     if images.dim() == 3:
         images = images.unsqueeze(0)
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch: give at least one image")
     if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
         raise ValueError("images must be finite and in [0, 1]")
     if min(images.shape[-2:]) < config.mask_size:
@@ -313,6 +321,7 @@ def optimize_masks(
         )
     if batch_size is not None and batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    image_targets = _target_list(targets, images.shape[0], getattr(model, "categories", None))
     dev = resolve_device(device)
     with frozen(model):
         # The folded copy (if any) is checked against the model on the first images, in eval
@@ -323,11 +332,11 @@ def optimize_masks(
             net, _ = fold_batchnorm(model, probe)
         # Exits in reverse: the weights' memory format first, then their device.
         with on_device(net, dev), channels_last_weights(net, config.channels_last):
-            return _optimize_all(net, images, targets, settings, config, dev, batch_size,
+            return _optimize_all(net, images, image_targets, settings, config, dev, batch_size,
                                  keep_images, progress)
 
 
-def _optimize_all(model, images, targets, settings, config, dev, batch_size, keep_images,
+def _optimize_all(model, images, image_targets, settings, config, dev, batch_size, keep_images,
                   progress) -> UPXResult:
     categories = getattr(model, "categories", None)  # a folded copy keeps them
     b, k = images.shape[0], len(settings)
@@ -341,7 +350,11 @@ def _optimize_all(model, images, targets, settings, config, dev, batch_size, kee
         logits_clean = torch.cat([
             _forward(model, images[i:i + 64], config) for i in range(0, b, 64)
         ])
-    image_targets = _as_targets(targets, logits_clean, categories)
+    top = logits_clean.argmax(dim=1).cpu().tolist()
+    image_targets = [top[i] if t is None else t for i, t in enumerate(image_targets)]
+    if max(image_targets) >= logits_clean.shape[1]:
+        raise ValueError(f"class index {max(image_targets)} is out of range "
+                         f"0..{logits_clean.shape[1] - 1}")
 
     job_image = torch.arange(b).repeat_interleave(k)
     job_setting = torch.arange(k).repeat(b)
