@@ -24,7 +24,7 @@ endif
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv test book clean chromium
+.PHONY: venv test book paths clean chromium
 
 venv: $(STAMP)
 
@@ -53,6 +53,11 @@ book: venv
 	rc=0; $(BIN)/jupyter-book build . -W -n --keep-going || rc=$$?; \
 	echo "book build wall time: $$(( $$(date +%s) - start )) s (exit $$rc)"; \
 	exit $$rc
+
+# The case-study chapters again, at full size, on two floating-point paths unlike the book
+# build's (other CPU kernels; one thread): a claim of the book must not depend on one trajectory.
+paths: venv
+	$(BIN)/python benchmarks/arithmetic_paths.py --chapters 04 05 06 --paths other-simd one-thread
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

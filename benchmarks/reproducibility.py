@@ -1,7 +1,8 @@
 """What is bit-reproducible and what is not: one mask, computed along several arithmetic paths.
 
-Trial 0 of F-TC on one sample image is computed in a fresh process per path (the paths of
-``arithmetic_paths.py``: another run of the default, ATen's scalar kernels, one thread,
+Trial 0 of F-TC on one sample image (chocolate sauce, where F-TC finds a clear mask) is
+computed in a fresh process per path (the paths of ``arithmetic_paths.py``: another run of the
+default, ATen's scalar kernels, one thread,
 batch-norm folding off, and the image sharing its batch with three others), after 10 and after
 200 iterations, and compared with the default run: the largest difference of M, and the
 Pearson correlation of 1 - M'.
@@ -23,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from arithmetic_paths import cpu_name, has_avx512  # noqa: E402
 
-IMAGE = "tusker"
-NEIGHBOURS = ["banana", "umbrella", "schooner"]
+IMAGE = "chocolate sauce"
+NEIGHBOURS = ["ski", "umbrella", "schooner"]
 
 
 def worker(out: Path, fold: bool, batch: bool, iterations: list[int]) -> None:

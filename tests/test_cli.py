@@ -159,7 +159,8 @@ def test_every_flag_has_help_and_choices_come_from_the_constants() -> None:
     assert tuple(ex["--mode"].choices) == MODES
     assert tuple(ev["--modes"].choices) == EVAL_MODES
     for opts in (ex, ev):
-        assert tuple(opts["--model"].choices) == MODEL_NAMES
+        assert opts["--model"].choices is None  # load_model's one-line error, not argparse's
+        assert all(name in opts["--model"].help for name in MODEL_NAMES)
         assert tuple(opts["--objective"].choices) == OBJECTIVES
         assert tuple(opts["--reduction"].choices) == REDUCTIONS
         assert tuple(opts["--ftc-form"].choices) == FTC_FORMS

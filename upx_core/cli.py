@@ -26,13 +26,14 @@ EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
 
 
 def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
-    from .config import FTC_FORMS, OBJECTIVES, REDUCTIONS, MaskSetting, OptimConfig
-    from .models import MODEL_NAMES
+    from .config import FTC_FORMS, MODEL_NAMES, OBJECTIVES, REDUCTIONS, MaskSetting, OptimConfig
 
     c, s = OptimConfig(), MaskSetting()
     g = p.add_argument_group("hyperparameters (defaults: the paper's, Sect. 4.1)")
-    g.add_argument("--model", default="efficientnet_lite0", choices=MODEL_NAMES,
-                   help="the classifier; efficientnet_lite* work offline (default: %(default)s)")
+    # no choices=: a wrong name gets the one-line error of load_model, not argparse's usage dump
+    g.add_argument("--model", default="efficientnet_lite0",
+                   help=f"the classifier: {', '.join(MODEL_NAMES)}; efficientnet_lite* work "
+                        "offline (default: %(default)s)")
     g.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="trials: each seed starts Adam from another random mask (default: 0)")
     g.add_argument("--iterations", type=int, default=c.iterations,

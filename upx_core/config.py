@@ -12,6 +12,10 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, replace
 
+# The built-in classifiers (upx_core.models.load_model); here, not in models, so that the
+# command line can list them without importing torch.
+EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+MODEL_NAMES = (*EFFICIENTNET_LITE, "resnet18", "vgg19")
 MODES = ("baseline", "ftc", "fntc", "deletion")
 OBJECTIVES = ("prob", "log_prob")
 REDUCTIONS = ("mean", "sum")

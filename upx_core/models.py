@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .config import EFFICIENTNET_LITE, MODEL_NAMES
+
 __all__ = [
     "Classifier",
     "MODEL_NAMES",
@@ -28,8 +30,6 @@ __all__ = [
     "class_index",
 ]
 
-EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-MODEL_NAMES = (*EFFICIENTNET_LITE, "resnet18", "vgg19")
 
 
 class Classifier(nn.Module):
