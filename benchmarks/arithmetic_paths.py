@@ -101,13 +101,16 @@ def run_chapter(notebook: Path, path: str, env: dict[str, str], params: dict, ou
     return proc.returncode, wall
 
 
-def gather(root: Path, paths: list[str], chapters: list[Path]) -> pd.DataFrame:
-    frames = []
-    for path in paths:
-        for nb in chapters:
-            csv = root / path / nb.stem / "claims.csv"
-            if csv.exists():
-                frames.append(pd.read_csv(csv).assign(path=path))
+def gather(roots: list[Path], paths: list[str], chapters: list[Path]) -> pd.DataFrame:
+    """Every ``ROOT/PATH/CHAPTER/claims.csv``; a later root wins for the same path and chapter."""
+    found = {}
+    for root in roots:
+        for path in paths:
+            for nb in chapters:
+                csv = root / path / nb.stem / "claims.csv"
+                if csv.exists():
+                    found[(path, nb.stem)] = csv
+    frames = [pd.read_csv(csv).assign(path=path) for (path, _), csv in found.items()]
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", action="store_true",
                     help="compute every claim on every path instead of stopping at a failure")
     ap.add_argument("--table", type=Path, help="write the claim-by-path table (markdown) here")
+    ap.add_argument("--gather", type=Path, nargs="+", default=[],
+                    help="run nothing: build the table from these earlier --work folders "
+                         "(later ones win)")
     args = ap.parse_args(argv)
 
     chapters = []
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = []
     walls = {}
-    for path in args.paths:
+    for path in [] if args.gather else args.paths:
         env, params = defs[path]
         for nb in chapters:
             out = args.work / path / nb.stem
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 claim_lines = [ln for ln in log if "ClaimError" in ln or "claim" in ln]
                 print("    " + (claim_lines[-1] if claim_lines else log[-1] if log else ""))
 
-    claims = gather(args.work, args.paths, chapters)
+    claims = gather(args.gather or [args.work], args.paths, chapters)
     if not claims.empty:
         failing = claims[claims["holds"].astype(str) != "True"]
         print(f"{len(claims)} claim checks on {len(args.paths)} paths")
@@ -187,13 +193,15 @@ def main(argv: list[str] | None = None) -> int:
                             f"{' ' + str(defs[p][1]) if defs[p][1] else ''}".rstrip()
                             for p in args.paths) + ".",
                 "",
-                "Chapter wall times (s): " + "; ".join(
-                    f"{p} {nb}: {w:.0f}" for (p, nb), w in walls.items()) + ".",
+                ("Chapter wall times (s): " + "; ".join(
+                    f"{p} {nb}: {w:.0f}" for (p, nb), w in walls.items()) + ".") if walls else
+                "Gathered from earlier runs' claims.csv files (" + ", ".join(
+                    str(g) for g in args.gather) + ").",
                 "",
             ]
             table = wide_table(claims, args.paths).reset_index()
             args.table.parent.mkdir(parents=True, exist_ok=True)
-            args.table.write_text("\n".join(header) + table.to_markdown(index=False) + "\n")
+            args.table.write_text("\n".join(header) + "\n" + table.to_markdown(index=False) + "\n")
             print(f"wrote {args.table}")
     if failed:
         print("chapters that failed:", ", ".join(f"{c} ({p})" for p, c in failed))

@@ -85,10 +85,13 @@ def test_optimizer_gives_the_same_masks_folded_or_not(model, crops):
     runs = [optimize_masks(model, crops, targets=386, settings=settings, device="cpu",
                            config=config.replace(fold_batchnorm=fold), progress=False)
             for fold in (True, False)]
-    # Each mask element moves ~3e-3 in 3 steps. 99 % agree to 1e-5; Adam divides out the
-    # gradient's scale, so an element whose gradient is near 0 can differ by ~2e-4 (measured).
+    # Each mask element moves ~3e-3 in 3 steps, and 99 % of them agree to 1e-5. Adam divides
+    # out the gradient's scale, so an element whose gradient is near 0 can take a step of
+    # about lr the other way under other rounding: 2e-4 on an Intel Xeon, 1e-3 on an AMD EPYC
+    # (measured). Such an element differs by at most 2 * lr per step.
     diff = (runs[0].masks - runs[1].masks).abs().flatten()
-    assert diff.max() < 5e-4 and diff.quantile(0.99) < 1e-5, diff.max()
+    assert diff.quantile(0.99) < 1e-5, diff.quantile(0.99)
+    assert diff.max() <= 2 * config.lr * config.iterations * 1.01, diff.max()
     torch.testing.assert_close(runs[0].probs_after, runs[1].probs_after, rtol=1e-3, atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  reference.state_dict().values(), strict=True))
