@@ -325,3 +325,23 @@ def test_a_system_oserror_reads_as_one_line(tmp_path: Path) -> None:
         os.mkdir(tmp_path / "photo.png" / "out")
     assert _one_line(err.value) == f"Not a directory: {tmp_path / 'photo.png' / 'out'}"
     assert _one_line(ValueError("two\nlines")) == "two lines"
+
+
+def test_notes_tell_little_left_to_gain_from_weak_pull_and_say_when_nothing_was_found():
+    from upx_core.cli import _notes
+
+    # espresso at p = 0.953: nothing to gain, and log_prob would not help
+    sure = _notes("espresso", 0.953, 0.9531, True, "ftc", "prob", 0.6)
+    assert sure[0].startswith("no undesirable pixels found")
+    assert "already sure (0.953)" in sure[1] and "--lambda2" in sure[1]
+    assert "changes little" in sure[1]
+    # African elephant at p = 0.034 under the probability objective: the weak pull
+    weak = _notes("African elephant", 0.0343, 0.0344, True, "ftc", "prob", 0.6)
+    assert "pulls weakly" in weak[1] and "--objective log_prob" in weak[1]
+    # in between, or already under log_prob: the penalties
+    mid = _notes("tabby", 0.166, 0.1660, False, "ftc", "log_prob", 0.6)
+    assert mid == ["p(tabby) barely moved: the penalties outweigh what blurring gains here; "
+                   "try a lower --lambda2 or --lambda1"]
+    # a target that moved, and a deletion mask (whose target is meant to fall), get no advice
+    assert _notes("ski", 0.92, 0.95, False, "ftc", "prob", 0.6) == []
+    assert _notes("abaya", 0.87, 0.05, False, "deletion", "prob", 0.6) == []

@@ -3,7 +3,9 @@
 Layout: ``equations`` (Eq. 1-7), ``optimizer`` (the batched mask optimizer), ``attribution``
 (a Captum-style class), ``metrics`` (Eq. 8, Table 2 ratio, trial consistency), ``models``,
 ``data``, ``plotting``, ``evaluation`` (the Table 1/2 protocol), ``store`` (its resumable CSV)
-and ``cli`` (``upx explain``, ``upx evaluate``).
+and ``cli`` (``upx explain``, ``upx evaluate``). For the book: ``chapter`` (what every chapter
+starts with), ``claims`` (its checked sentences), ``casestudy`` and ``explore`` (tables,
+figures and widgets of the chapters).
 """
 
 import importlib

@@ -250,17 +250,48 @@ def explain(args) -> int:
     print(f"phi (Eq. 8)  {summary['phi']:.2f}  (relative improvement of the target, mean)")
     print(f"ratio        {100 * summary['ratio_mean']:.2f} % of pixels with 1 - M' > "
           f"{args.threshold}")
+    empty = float(ratio.max()) == 0
     if summary["consistency"] is not None:
         c = summary["consistency"]
-        print(f"consistency  Pearson {c['pearson']:.3f}, IoU {c['iou']:.3f} "
-              f"over {len(settings)} trials")
-    if config.objective == "prob" and float(after.max() - before[0]) < 0.01 < 1 - float(before[0]):
-        print(f"note         p({name}) barely moved: a target the model gives little probability "
-              "pulls weakly against the penalties; try --objective log_prob "
-              "(book/implementation-notes.md)")
+        # two empty regions are not a perfect agreement: IoU says nothing then
+        iou = "n/a" if empty else f"{c['iou']:.3f}"
+        print(f"consistency  Pearson {c['pearson']:.3f}, IoU {iou} over {len(settings)} trials")
+    for line in _notes(name, float(before[0]), float(after.max()), empty, args.mode,
+                       config.objective, args.threshold):
+        print(f"note         {line}")
     print(f"wrote        {out}/ (result.json, mask.npy, heatmap.png, perturbed.png, "
           f"explanation.png) in {wall:.1f} s")
     return 0
+
+
+def _notes(name: str, before: float, best_after: float, empty: bool, mode: str,
+           objective: str, threshold: float) -> list[str]:
+    """What the summary tells a user whose target barely moved, and why it did not.
+
+    Two causes call for different remedies: a target the model is already sure of has little
+    left to gain (blur is then too expensive: a lower --lambda2 helps, the log-probability does
+    not, since its pull differs from the probability's by 1/f_k ~ 1 there); a target the model
+    gives little probability pulls weakly under the probability objective (f_k (1 - f_k) is
+    small), which --objective log_prob removes.
+    """
+    notes = []
+    if empty:
+        notes.append(f"no undesirable pixels found: no pixel has 1 - M' > {threshold} in any "
+                     "trial")
+    if mode == "deletion" or best_after - before >= 0.01:
+        return notes
+    if before >= 0.9:
+        notes.append(f"p({name}) barely moved: the model is already sure ({before:.3f}), so "
+                     "little is left to gain against the cost of blurring; a lower --lambda2 "
+                     "makes blur cheaper (--objective log_prob changes little this close to 1)")
+    elif objective == "prob" and before < 0.3:
+        notes.append(f"p({name}) barely moved: a target the model gives little probability "
+                     "pulls weakly against the penalties; try --objective log_prob "
+                     "(book/implementation-notes.md)")
+    else:
+        notes.append(f"p({name}) barely moved: the penalties outweigh what blurring gains here; "
+                     "try a lower --lambda2 or --lambda1")
+    return notes
 
 
 def evaluate(args) -> int:
