@@ -229,7 +229,7 @@ def explain(args) -> int:
         "ratio_mean": float(ratio.mean()),
         "consistency": (consistency(result.masks_upsampled[0], args.threshold)
                         if len(settings) > 1 else None),
-        "top5_after": [result._named(*(t[0, k] for t in result.top5_after()))
+        "top5_after": [result.named(*(t[0, k] for t in result.top5_after()))
                        for k in range(len(settings))],
         "settings": [dataclasses.asdict(s) for s in settings],
         "wall_s": wall,

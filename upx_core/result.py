@@ -93,7 +93,9 @@ class UPXResult:
     def class_name(self, index: int) -> str:
         return self.categories[index] if self.categories else str(index)
 
-    def _named(self, probs: torch.Tensor, indices: torch.Tensor) -> list[list]:
+    def named(self, probs: torch.Tensor, indices: torch.Tensor) -> list[list]:
+        """``[[class name, probability], ...]`` for matching probabilities and class indices, e.g.
+        a row of :meth:`top5_after`."""
         return [[self.class_name(int(i)), float(p)] for p, i in zip(probs, indices, strict=True)]
 
     def describe(self, b: int = 0, k: int = 0) -> dict:
@@ -106,8 +108,8 @@ class UPXResult:
             "target_name": self.class_name(t),
             "prob_before": float(self.prob_before[b, k]),
             "prob_after": float(self.prob_after[b, k]),
-            "top5_before": self._named(pb[b], ib[b]),
-            "top5_after": self._named(pa[b, k], ia[b, k]),
+            "top5_before": self.named(pb[b], ib[b]),
+            "top5_after": self.named(pa[b, k], ia[b, k]),
             "setting": dataclasses.asdict(self.settings[k]),
             "config": self.config.to_dict(),
             "device": self.device,
