@@ -293,6 +293,22 @@ def test_importing_the_command_loads_no_torch() -> None:
     assert proc.stdout.strip() == "False", proc.stderr
 
 
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["explain", "--help"], ["evaluate", "--help"],
+    ["explain", "sample:tusker", "--seeds", "0", "0", "--out", "unused"],
+    ["explain", "sample:tusker", "--threshold", "2", "--out", "unused"],
+    ["explain", "sample:tusker", "--model", "vgg16", "--out", "unused"],
+])
+def test_help_and_argument_errors_load_no_torch(argv) -> None:
+    # the start-up cost of upx is torch's import (seconds); help and typos need none of it
+    code = "\n".join([
+        "import sys", "from upx_core.cli import main", "try:", f"    main({argv!r})",
+        "except SystemExit:", "    pass", "print('torch' in sys.modules, file=sys.stderr)"])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stderr.strip().splitlines()[-1] == "False", proc.stderr
+
+
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
 def test_ctrl_c_while_torch_loads_is_one_line(tmp_path: Path) -> None:
     out = tmp_path / "out"

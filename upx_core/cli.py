@@ -85,8 +85,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import MODES
-    from .evaluation import EVAL_MODES
+    from .config import EVAL_MODES, MODES
 
     parser = argparse.ArgumentParser(
         prog="upx", description="Undesirable pixels: the pixels whose blur raises a class.")
@@ -167,17 +166,10 @@ def _png(fig_or_array) -> bytes:
 
 
 def explain(args) -> int:
-    import numpy as np
+    from .config import MODEL_NAMES, MaskSetting
 
-    from .config import MaskSetting
-    from .data import check_min_size, load_image, open_rgb
-    from .io import atomic_directory, check_output_dir
-    from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
-    from .models import MODEL_NAMES, class_index, load_model
-    from .optimizer import optimize_masks, resolve_device
-    from .plotting import explanation_grid, overlay, to_numpy_image
-
-    # Everything a user can get wrong is checked here, before the model loads and optimizes.
+    # Everything a user can get wrong is checked here, before the model loads and optimizes;
+    # the checks that need no torch come first, so a typo is answered before torch imports.
     out = Path(args.out)
     config = _config(args)
     repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
@@ -192,6 +184,16 @@ def explain(args) -> int:
         raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.model not in MODEL_NAMES:
         raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+    import numpy as np
+
+    from .data import check_min_size, load_image, open_rgb
+    from .io import atomic_directory, check_output_dir
+    from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
+    from .models import class_index, load_model
+    from .optimizer import optimize_masks, resolve_device
+    from .plotting import explanation_grid, overlay, to_numpy_image
+
     device = resolve_device(args.device)
     path = _image_path(args.image)
     check_output_dir(out, args.force, protect=[path])

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, replace
 EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 MODEL_NAMES = (*EFFICIENTNET_LITE, "resnet18", "vgg19")
 MODES = ("baseline", "ftc", "fntc", "deletion")
+# What `upx evaluate` can score: the optimized modes, and the F-TC mask moved to random places.
+EVAL_MODES = (*MODES, "random")
 OBJECTIVES = ("prob", "log_prob")
 REDUCTIONS = ("mean", "sum")
 FTC_FORMS = ("mean", "vector")

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import store
-from .config import MODES, MaskSetting, OptimConfig
+from .config import EVAL_MODES, MaskSetting, OptimConfig
 from .data import load_image, sample_filenames, sample_path
 from .distributed import process_group
 from .equations import upsample_mask
@@ -54,7 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EVAL_MODES = (*MODES, "random")
 PENALTIES = ("lambda1", "lambda2", "beta", "gamma")  # per mask (MaskSetting), same for all here
 _MODE_ORDER = ("ftc", "fntc", "random", "baseline", "deletion")
 
