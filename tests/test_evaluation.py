@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -330,3 +332,22 @@ def test_single_process_run_folds_in_parts_of_a_stopped_torchrun(tmp_path):
 def test_thresholded_mask_blurs_only_the_counted_pixels():
     mask_up = torch.tensor([[[[1.0, 0.5], [0.39, 0.4]]]])  # 1 - M' = 0, .5, .61, .6
     assert torch.equal(ev.thresholded(mask_up, 0.6), torch.tensor([[[[1.0, 1.0], [0.0, 1.0]]]]))
+
+
+def test_two_runs_writing_one_csv_at_once_keep_both_runs_rows(tmp_path):
+    # `upx evaluate --modes ftc` and `--modes fntc` on the same CSV, started together: each
+    # reads the (empty) file before the other writes, so a plain rewrite kept only the last
+    # writer's rows. Every write now merges with the file under a lock.
+    out = tmp_path / "both.csv"
+    common = [sys.executable, "-m", "upx_core.cli", "evaluate", "--indices", "3", "4",
+              "--batch-images", "1", "--iterations", "2", "--device", "cpu", "--no-progress",
+              "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([*common, "--modes", mode], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for mode in ("ftc", "fntc")]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    df = pd.read_csv(out)
+    assert sorted(zip(df["image_index"], df["mode"], strict=True)) == [
+        (3, "fntc"), (3, "ftc"), (4, "fntc"), (4, "ftc")]
+    assert not df.duplicated(["image_index", "mode", "seed"]).any()

@@ -231,7 +231,7 @@ def run_evaluation(
         try:
             new = _evaluate(model, todo, missing, modes, seeds, config, run, batch_images,
                             dist_info, work, own, progress and not dist_info.active, data_root,
-                            batch_size)
+                            batch_size, resume)
         except BaseException as err:  # told to the other ranks before re-raising
             error = err
         if dist_info.any_true(error is not None) and error is None:
@@ -260,7 +260,7 @@ def run_evaluation(
 
 
 def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dist_info,
-              work, own, progress, data_root, batch_size) -> list[dict]:
+              work, own, progress, data_root, batch_size, resume) -> list[dict]:
     if not todo:
         return []
     dev = dist_info.device
@@ -276,12 +276,16 @@ def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dis
     # on the device once, instead of once per optimize_masks call
     with on_device(model, dev):
         try:
-            for batch in batches:
+            for n, batch in enumerate(batches):
                 rows = _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev,
                                        progress, data_root, batch_size)
                 new.extend(rows)
                 if work is not None:
-                    store.write_rows(_sorted(store.concat([own, store.frame(new)])), work)
+                    # merged under a lock with what is on disk now, so a run writing the same
+                    # file at the same time keeps its rows; a fresh run replaces the old file
+                    # at its first write (own is empty then)
+                    store.add_rows(store.concat([own, store.frame(new)]), work, run,
+                                   EVAL_MODES, replace=(n == 0 and not resume))
                 bar.update(len(batch))
         finally:
             bar.close()

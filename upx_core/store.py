@@ -4,12 +4,16 @@ Its one job is to keep those rows safe and consistent between runs. Every write 
 whole file atomically (:func:`upx_core.io.atomic_write_bytes`), so a crash leaves the previous
 or the new file, never half a row; a resumed run reads the rows already there, refuses a file
 written with other run settings (:data:`RUN_COLUMNS`), and under torchrun each rank writes its
-own part (:func:`part_path`) which :func:`merge_parts` folds into the main file.
-:mod:`upx_core.evaluation` decides which rows to compute; this module only stores them.
+own part (:func:`part_path`) which :func:`merge_parts` folds into the main file. Two runs that
+write the same file at once (``upx evaluate --modes ftc`` and ``--modes fntc``) add their rows
+under a lock (:func:`add_rows`): each write merges with what is on disk, so neither loses the
+other's rows. :mod:`upx_core.evaluation` decides which rows to compute; this module stores them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import math
 import os
@@ -27,6 +31,8 @@ __all__ = [
     "part_path",
     "part_paths",
     "write_rows",
+    "add_rows",
+    "locked",
     "read_rows",
     "check_compatible",
     "existing_rows",
@@ -73,6 +79,38 @@ def write_rows(df: pd.DataFrame, path: Path) -> None:
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock for writing ``path``: a lock on its folder, since ``path`` itself
+    is replaced by every write (a lock on it would be on a file that is gone), and a lock file
+    beside it would be left behind. Runs writing other files in the folder wait their turn."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def add_rows(df: pd.DataFrame, path: Path, run: dict, mode_order: Sequence[str],
+             replace: bool = False) -> pd.DataFrame:
+    """Merge ``df`` into the rows on disk at ``path`` under its lock, and write them back.
+
+    Rows another process wrote since this one last read are kept; for a key both hold, the
+    rows already on disk win (the same key means the same image, mode, seed and settings).
+    ``replace``: ignore what is on disk (a run that starts afresh, at its first write). A file
+    whose rows disagree with ``run`` (another run's settings) is refused. Returns all rows.
+    """
+    with locked(path):
+        on_disk = read_rows(path) if path.exists() and not replace else frame([])
+        if not on_disk.empty:
+            check_compatible(on_disk, run, path)
+        rows = sort_rows(concat([on_disk, df]), mode_order)
+        write_rows(rows, path)
+    return rows
 
 
 def read_rows(path: Path) -> pd.DataFrame:
