@@ -361,3 +361,13 @@ def test_notes_tell_little_left_to_gain_from_weak_pull_and_say_when_nothing_was_
     # a target that moved, and a deletion mask (whose target is meant to fall), get no advice
     assert _notes("ski", 0.92, 0.95, False, "ftc", "prob", 0.6) == []
     assert _notes("abaya", 0.87, 0.05, False, "deletion", "prob", 0.6) == []
+
+
+def test_an_interrupted_evaluate_says_its_rows_are_kept() -> None:
+    from upx_core.cli import _what_was_kept, build_parser
+
+    ev = build_parser().parse_args(["evaluate", "--out", "t.csv"])
+    assert _what_was_kept(ev) == ("the rows finished so far are in t.csv; run the same command "
+                                  "again to resume")
+    ex = build_parser().parse_args(["explain", "x.png", "--out", "o"])
+    assert _what_was_kept(ex) == _what_was_kept(None) == "no partial output was kept"

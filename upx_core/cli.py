@@ -342,6 +342,7 @@ def _one_line(err: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     # Parsing is inside the try, and ``import upx_core`` loads no torch (see __init__), so a
     # Ctrl-C while torch and the model load is also one line.
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return {"explain": explain, "evaluate": evaluate}[args.command](args)
@@ -349,8 +350,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"upx: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("upx: interrupted; no partial output was kept", file=sys.stderr)
+        print(f"upx: interrupted; {_what_was_kept(args)}", file=sys.stderr)
         return 130
+
+
+def _what_was_kept(args) -> str:
+    """What an interrupted run left: explain writes its folder whole or not at all, evaluate
+    keeps every finished batch in its CSV and resumes from there."""
+    if args is not None and args.command == "evaluate":
+        return (f"the rows finished so far are in {args.out}; run the same command again to "
+                "resume")
+    return "no partial output was kept"
 
 
 if __name__ == "__main__":
