@@ -67,5 +67,7 @@ def test_attribution_settings_reach_the_optimizer(model, crops):
 def test_attribution_rejects_bad_settings(model, crops):
     with pytest.raises(ValueError, match="mode"):
         UndesirablePixels(model).attribute(crops, target=1, mode="saliency")
-    with pytest.raises(TypeError):
-        UndesirablePixels(model).attribute(crops, target=1, lr=0.5)
+    with pytest.raises(TypeError, match="learning_rate"):
+        UndesirablePixels(model).attribute(crops, target=1, learning_rate=0.5)
+    with pytest.raises(ValueError, match="iterations"):
+        UndesirablePixels(model).attribute(crops, target=1, iterations=0)
