@@ -66,3 +66,24 @@ def test_numpy_inputs_tuples_numpy_targets_and_captum_options(model, crops, refe
 def test_a_plain_function_as_the_model_is_a_clear_error(model):
     with pytest.raises(TypeError, match="torch.nn.Module"):
         UndesirablePixels(lambda x: model(x))
+
+
+def test_class_names_must_be_the_classifiers_own():
+    from torch import nn
+
+    from upx_core.models import Classifier
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 10)).eval()
+    x = torch.rand(1, 3, 32, 32)
+    ten = Classifier(net, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=32)  # no categories
+    with pytest.raises(ValueError, match="10 outputs and 1000 category names"):
+        UndesirablePixels(ten).attribute(x, target="goldfish", iterations=1, device="cpu")
+    assert UndesirablePixels(ten).attribute(x, target=1, iterations=1, device="cpu").shape \
+        == x.shape
+    named = Classifier(net, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=32,
+                       categories=[f"digit {i}" for i in range(10)])
+    explainer = UndesirablePixels(named)
+    explainer.attribute(x, target="digit 3", iterations=1, device="cpu")
+    assert explainer.last_result.targets.tolist() == [[3]]

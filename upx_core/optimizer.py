@@ -322,6 +322,8 @@ def optimize_masks(
     if batch_size is not None and batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     image_targets = _target_list(targets, images.shape[0], getattr(model, "categories", None))
+    names = isinstance(targets, str) or (isinstance(targets, Sequence)
+                                         and any(isinstance(t, str) for t in targets))
     dev = resolve_device(device)
     with frozen(model):
         # The folded copy (if any) is checked against the model on the first images, in eval
@@ -333,11 +335,11 @@ def optimize_masks(
         # Exits in reverse: the weights' memory format first, then their device.
         with on_device(net, dev), channels_last_weights(net, config.channels_last):
             return _optimize_all(net, images, image_targets, settings, config, dev, batch_size,
-                                 keep_images, progress)
+                                 keep_images, progress, names)
 
 
 def _optimize_all(model, images, image_targets, settings, config, dev, batch_size, keep_images,
-                  progress) -> UPXResult:
+                  progress, names: bool = False) -> UPXResult:
     categories = getattr(model, "categories", None)  # a folded copy keeps them
     b, k = images.shape[0], len(settings)
     n = b * k
@@ -350,6 +352,14 @@ def _optimize_all(model, images, image_targets, settings, config, dev, batch_siz
         logits_clean = torch.cat([
             _forward(model, images[i:i + 64], config) for i in range(0, b, 64)
         ])
+    n_classes = logits_clean.shape[1]
+    if names and (categories is None or len(categories) != n_classes):
+        # a Classifier without categories is given the 1000 ImageNet names; for another
+        # classifier a name would silently pick the ImageNet index of that name
+        raise ValueError(
+            f"target names need the classifier's own class names: it has {n_classes} outputs "
+            f"and {'no' if categories is None else len(categories)} category names; pass class "
+            "indices, or Classifier(..., categories=[...])")
     top = logits_clean.argmax(dim=1).cpu().tolist()
     image_targets = [top[i] if t is None else t for i, t in enumerate(image_targets)]
     if max(image_targets) >= logits_clean.shape[1]:
