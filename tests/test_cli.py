@@ -371,3 +371,27 @@ def test_an_interrupted_evaluate_says_its_rows_are_kept() -> None:
                                   "again to resume")
     ex = build_parser().parse_args(["explain", "x.png", "--out", "o"])
     assert _what_was_kept(ex) == _what_was_kept(None) == "no partial output was kept"
+
+
+def test_evaluate_checks_its_output_before_the_model_loads(tmp_path: Path, capsys) -> None:
+    # each case used to fail only at the first write, after a batch had been optimized
+    folder = tmp_path / "results"
+    folder.mkdir()
+    not_csv = tmp_path / "photo.csv"
+    not_csv.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\xff\xfe")
+    other_csv = tmp_path / "other.csv"
+    other_csv.write_text("a,b\n1,2\n")
+    in_file = tmp_path / "file.txt"
+    in_file.write_text("x")
+    cases = {
+        folder: "is a folder",
+        not_csv: "is not an evaluation CSV",
+        other_csv: "is not an evaluation CSV",
+        in_file / "out.csv": "is a file",
+    }
+    for out, message in cases.items():
+        code = main(["evaluate", "--indices", "3", "--iterations", "2", "--device", "cpu",
+                     "--no-progress", "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (out, err)
+    assert other_csv.read_text() == "a,b\n1,2\n"  # nothing was written

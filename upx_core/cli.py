@@ -302,12 +302,18 @@ def evaluate(args) -> int:
     from .data import data_dir
     from .distributed import env_world
     from .evaluation import run_evaluation, select_images, summary_table
+    from .io import check_output_file
     from .models import load_model
     from .optimizer import resolve_device
+    from .store import read_rows
 
     root = data_dir(args.images)
     if root is None:
         raise ValueError("no image folder: pass --images DIR or set UPX_DATA_DIR")
+    # the output is checked before the model loads: a run must not fail after computing
+    out = check_output_file(args.out)
+    if out.exists() and not args.no_resume:
+        read_rows(out)  # another kind of file is refused now, not at the first write
     resolve_device(args.device)  # a bad --device fails before the model loads
     config = _config(args)
     # on the CPU: run_evaluation moves it to the device (under torchrun, each rank's own)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 __all__ = [
+    "check_output_file",
     "MARKER",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -103,6 +104,32 @@ def check_output_dir(
     except OSError as err:
         cls = PermissionError if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else OSError
         raise cls(f"cannot create output folder {path}: folder {above} is not writable "
+                  f"({err.strerror or err})") from None
+    return path
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Raise an OSError unless ``path`` can be written as a file (a results CSV); creates nothing.
+
+    ``path`` must not be a folder, and the nearest existing folder above it must be a folder
+    this process can write a file in (checked by creating and removing one), so a run fails
+    before it computes anything rather than after.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; --out names the results file (a .csv)")
+    above = path.resolve().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {above} is a file")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".upx-probe.", dir=above)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        cls = PermissionError if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else OSError
+        raise cls(f"cannot write {path}: folder {above} is not writable "
                   f"({err.strerror or err})") from None
     return path
 

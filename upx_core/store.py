@@ -119,6 +119,8 @@ def read_rows(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path, keep_default_na=False)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=COLUMNS)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not an evaluation CSV ({type(err).__name__})") from None
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path} is not an evaluation CSV (missing columns {missing})")
