@@ -28,14 +28,23 @@ def test_show_explanation_titles_say_what_the_heatmap_is(result, crops):
         caption = fig.axes[2].get_xlabel()
         plt.close(fig)
         before, after = float(result.prob_before[0, k]), float(result.prob_after[0, k])
-        assert caption == f"African elephant: {before:.3f} \u2192 {after:.3f}"
-    assert titles[0] == ["image", "undesirable pixels (ftc)", "perturbed"]
+        assert caption.startswith(f"African elephant: {before:.3f} \u2192 {after:.3f}")
+        # two iterations blur no pixel past the threshold, and the caption says so
+        assert float(result.undesirable[0, k].max()) <= 0.6
+        assert caption.endswith("\nno pixel above 0.6")
+    assert titles[0] == ["image", "undesirable pixels (F-TC)", "perturbed image"]
     # Ref. [3]'s deletion mask blurs what the class needs: calling it undesirable would invert it.
-    assert titles[1] == ["image", "crucial pixels (deletion)", "perturbed"]
+    assert titles[1] == ["image", "crucial pixels (deletion)", "perturbed image"]
 
 
 def test_explanation_grid_has_one_column_per_mask(result, crops):
     fig = explanation_grid(result, crops[:1], show_perturbed=True)
     assert len(fig.axes) == 4
-    assert [ax.get_title() for ax in fig.axes[:2]] == ["ftc, trial 0", "deletion, trial 0"]
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["F-TC, trial 0", "deletion, trial 0"]
+    # rows are labelled: what the heatmaps show (1 - M' when the modes differ), then Q(X)
+    assert [fig.axes[0].get_ylabel(), fig.axes[2].get_ylabel()] == ["1 \u2212 M\u2032",
+                                                                     "perturbed image"]
     plt.close(fig)
+    ftc_only = explanation_grid(result, crops[:1], pairs=[(0, 0)])
+    assert ftc_only.axes[0].get_ylabel() == "undesirable pixels"
+    plt.close(ftc_only)

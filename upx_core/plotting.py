@@ -40,17 +40,26 @@ def overlay(image: torch.Tensor, undesirable: torch.Tensor, alpha: float = 0.5,
     return np.clip(img * (1 - weight[..., None]) + heat * weight[..., None], 0.0, 1.0)
 
 
+# How a figure names each mode: the paper's words, not the library's keys.
+MODE_NAMES = {"baseline": "Eq. 3", "ftc": "F-TC", "fntc": "F-NTC", "deletion": "deletion"}
+THRESHOLD = 0.6  # Table 2's: a pixel counts as blurred when 1 - M' > 0.6
+
+
 def heatmap_title(mode: str) -> str:
     """What 1 - M' shows for a mode: pixels that hinder the target, except for ref. [3]'s
     deletion mask, whose blurred pixels are the ones the class needs."""
     if mode == "deletion":
         return "crucial pixels (deletion)"
-    return f"undesirable pixels ({mode})"
+    return f"undesirable pixels ({MODE_NAMES.get(mode, mode)})"
 
 
 def _prob_caption(result: UPXResult, b: int, k: int) -> str:
     before, after = float(result.prob_before[b, k]), float(result.prob_after[b, k])
-    return f"{before:.3f} \u2192 {after:.3f}"
+    caption = f"{before:.3f} \u2192 {after:.3f}"
+    if float(result.undesirable[b, k].max()) <= THRESHOLD:
+        # an empty heatmap looks like a plain photo: say that nothing was found
+        caption += f"\nno pixel above {THRESHOLD}"
+    return caption
 
 
 def show_explanation(
@@ -78,7 +87,7 @@ def show_explanation(
     axes[1].set_title(heatmap_title(setting.mode))
     if result.perturbed is not None:
         axes[2].imshow(to_numpy_image(result.perturbed[b, k]))
-    axes[2].set_title("perturbed")
+    axes[2].set_title("perturbed image")
     axes[2].set_xlabel(f"{target}: {_prob_caption(result, b, k)}")
     for ax in axes:
         ax.set_xticks([])
@@ -111,12 +120,19 @@ def explanation_grid(
         target = result.class_name(int(result.targets[b, k]))
         ax = axes[0, col]
         ax.imshow(overlay(images[b], result.undesirable[b, k]))
-        ax.set_title(labels[col] if labels else f"{s.mode}, trial {s.seed}", fontsize=9)
+        ax.set_title(labels[col] if labels else f"{MODE_NAMES.get(s.mode, s.mode)}, trial {s.seed}",
+                     fontsize=9)
         ax.set_xlabel(f"{target}: {_prob_caption(result, b, k)}", fontsize=8)
         if rows == 2:
             axes[1, col].imshow(to_numpy_image(result.perturbed[b, k]))
         for a in axes[:, col]:
             a.set_xticks([])
             a.set_yticks([])
+    modes = {result.settings[k].mode for _, k in pairs}
+    axes[0, 0].set_ylabel("crucial pixels" if modes == {"deletion"} else
+                          "undesirable pixels" if "deletion" not in modes else "1 \u2212 M\u2032",
+                          fontsize=9)
+    if rows == 2:
+        axes[1, 0].set_ylabel("perturbed image", fontsize=9)
     fig.tight_layout()
     return fig
