@@ -128,7 +128,8 @@ def wide_table(claims: pd.DataFrame, paths: list[str]) -> pd.DataFrame:
     claims = claims.assign(cell=claims.apply(shown, axis=1))
     wide = claims.pivot_table(index=["chapter", "claim", "bound"], columns="path",
                               values="cell", aggfunc="first", sort=False)
-    return wide.reindex(columns=[p for p in paths if p in set(claims["path"])])
+    wide = wide.reindex(columns=[p for p in paths if p in set(claims["path"])])
+    return wide.fillna("not run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", action="store_true",
                     help="compute every claim on every path instead of stopping at a failure")
     ap.add_argument("--table", type=Path, help="write the claim-by-path table (markdown) here")
+    ap.add_argument("--note", default=None, help="a sentence for the table's header")
     ap.add_argument("--gather", type=Path, nargs="+", default=[],
                     help="run nothing: build the table from these earlier --work folders "
                          "(later ones win)")
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 "Gathered from earlier runs' claims.csv files (" + ", ".join(
                     str(g) for g in args.gather) + ").",
                 "",
+                *([args.note, ""] if args.note else []),
             ]
             table = wide_table(claims, args.paths).reset_index()
             args.table.parent.mkdir(parents=True, exist_ok=True)
