@@ -94,17 +94,7 @@ def check_output_dir(
             raise FileExistsError(
                 f"--force replaces only a folder that upx wrote, and {path} has no {MARKER} "
                 "file; choose another output folder or remove this one yourself")
-    above = resolved.parent
-    while not above.exists():
-        above = above.parent
-    if not above.is_dir():
-        raise NotADirectoryError(f"cannot create output folder {path}: {above} is a file")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".upx-probe.", dir=above))
-    except OSError as err:
-        cls = PermissionError if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else OSError
-        raise cls(f"cannot create output folder {path}: folder {above} is not writable "
-                  f"({err.strerror or err})") from None
+    _check_writable_above(resolved, f"cannot create output folder {path}")
     return path
 
 
@@ -118,20 +108,23 @@ def check_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; --out names the results file (a .csv)")
-    above = path.resolve().parent
+    _check_writable_above(path.resolve(), f"cannot write {path}")
+    return path
+
+
+def _check_writable_above(resolved: Path, doing: str) -> None:
+    """The nearest existing folder above ``resolved`` must be a folder this process can create
+    something in (checked by creating and removing a folder); ``doing`` starts the error."""
+    above = resolved.parent
     while not above.exists():
         above = above.parent
     if not above.is_dir():
-        raise NotADirectoryError(f"cannot write {path}: {above} is a file")
+        raise NotADirectoryError(f"{doing}: {above} is a file")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".upx-probe.", dir=above)
-        os.close(fd)
-        os.unlink(probe)
+        os.rmdir(tempfile.mkdtemp(prefix=".upx-probe.", dir=above))
     except OSError as err:
         cls = PermissionError if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else OSError
-        raise cls(f"cannot write {path}: folder {above} is not writable "
-                  f"({err.strerror or err})") from None
-    return path
+        raise cls(f"{doing}: folder {above} is not writable ({err.strerror or err})") from None
 
 
 def _missing_parents(path: Path) -> list[Path]:
