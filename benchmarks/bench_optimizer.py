@@ -44,7 +44,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,9 +52,18 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_masks, sample_path
+from upx_core import (
+    MaskSetting,
+    OptimConfig,
+    load_image,
+    load_model,
+    optimize_masks,
+    provenance,
+    sample_path,
+)
 from upx_core.evaluation import select_images
-from upx_core.optimizer import initial_mask, resolve_device
+from upx_core.optimizer import initial_mask
+from upx_core.runtime import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 # The paper's hyperparameters (Sect. 4.1) with the library's default readings of the rest.
@@ -218,14 +226,7 @@ def hardware(dev: torch.device) -> dict:
 
 
 def git_commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return provenance.git_commit(ROOT) or "unknown"
 
 
 def print_table(rows: list[dict], variants: list[str]) -> None:

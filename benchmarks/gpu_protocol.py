@@ -36,8 +36,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, sample_path
 from upx_core import optimizer as opt_mod
 from upx_core.equations import blur, perturb, upsample_mask
-from upx_core.evaluation import run_evaluation, select_images, summary_table
-from upx_core.optimizer import channels_last_weights, frozen, resolve_device
+from upx_core.evaluation import run_evaluation, select_images
+from upx_core.runtime import channels_last_weights, forward, frozen, resolve_device
+from upx_core.tables import summary_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_optimizer import git_commit, hardware  # noqa: E402
@@ -71,14 +72,14 @@ def flops_per_mask_iteration(model, dev, config: OptimConfig) -> dict:
     x = torch.rand(1, 3, 224, 224, device=dev)
     with frozen(model), channels_last_weights(model, config.channels_last):
         with FlopCounterMode(display=False) as fc, torch.no_grad():
-            opt_mod._forward(model, x, config)
+            forward(model, x, config)
         fwd = fc.get_total_flops()
         mask = torch.ones(1, 1, config.mask_size, config.mask_size, device=dev,
                           requires_grad=True)
         hx = blur(x, config.sigma, config.kernel_size)
         with FlopCounterMode(display=False) as fc:
             q = perturb(x, hx, upsample_mask(mask, (224, 224)))
-            opt_mod._forward(model, q, config).logsumexp(1).sum().backward()
+            forward(model, q, config).logsumexp(1).sum().backward()
         step = fc.get_total_flops()
     return {"forward": int(fwd), "step_x3": int(3 * fwd), "step_counted": int(step)}
 

@@ -59,7 +59,7 @@ def main() -> None:
         r = optimize_masks(model, images, settings=settings, config=cfg, progress=False)
         wall = time.time() - t0
         ratio = undesirable_pixel_ratio(r.masks_upsampled)[..., 0]
-        rel = relative_improvement(r.prob_before, r.prob_after)
+        rel = relative_improvement(r.target_prob_before, r.target_prob_after)
         up = r.masks_upsampled
         for mi, mode in enumerate(("baseline", "ftc", "fntc")):
             ks = [mi * len(args.seeds) + j for j in range(len(args.seeds))]

@@ -54,6 +54,18 @@ def test_chapter_config_splits_parameters_and_keeps_defaults():
     assert chapter_config() == (OptimConfig(), {})
 
 
+def test_chapter_config_takes_the_hyperparameters_dict_or_its_papermill_text():
+    config, penalties = chapter_config({"lr": 0.05, "lambda2": 6.0}, iterations=50)
+    assert config == OptimConfig(iterations=50, lr=0.05) and penalties == {"lambda2": 6.0}
+    text = chapter_config('{"lr": 0.05, "lambda2": 6.0}', iterations=50)
+    assert text == (config, penalties)
+    assert chapter_config({}, iterations=None) == chapter_config("") == (OptimConfig(), {})
+    with pytest.raises(ValueError, match="iterations set both"):
+        chapter_config({"iterations": 10}, iterations=50)
+    with pytest.raises(TypeError, match="lrr"):
+        chapter_config({"lrr": 0.05})
+
+
 def test_chapter_config_names_a_bad_parameter():
     with pytest.raises(ValueError, match="lambda2"):
         chapter_config(lambda2=-1.0)

@@ -1,4 +1,4 @@
-"""Eq. 1-7 (upx_core.equations) and the per-mode loss of optimizer.objective_terms, on
+"""Eq. 1-7 (upx_core.equations) and the per-mode loss of equations.loss_terms, on
 hand-made tensors whose values are computed here by hand."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from upx_core.equations import (
     fntc_penalty,
     ftc_penalty,
     l1_norm,
+    loss_terms,
     mask_penalty,
     perturb,
     tv_norm,
     upsample_mask,
 )
-from upx_core.optimizer import objective_terms
 
 # A 3 x 3 mask with 3-4-5 differences. TV uses the (m-1)^2 = 4 cells where both the downward
 # difference dy = M[i+1,j] - M[i,j] and the rightward dx = M[i,j+1] - M[i,j] exist:
@@ -222,7 +222,7 @@ def test_per_mask_gamma_and_target_broadcast_like_separate_calls():
         assert together[1] == 0
 
 
-# --- objective_terms: the loss each mode minimizes ----------------------------------------------
+# --- loss_terms: the loss each mode minimizes --------------------------------------------------
 
 def _terms(logits, clean, mask, target, modes, objective, lambda1=1.7, lambda2=3.0, beta=2.0,
            gamma=0.3, reduction="sum"):
@@ -230,12 +230,12 @@ def _terms(logits, clean, mask, target, modes, objective, lambda1=1.7, lambda2=3
     full = lambda v: torch.full((n,), float(v))  # noqa: E731
     config = OptimConfig(objective=objective, reduction=reduction)
     mode = torch.tensor([MODES.index(m) for m in modes])
-    return objective_terms(logits, clean, mask, target, mode, full(lambda1), full(lambda2),
+    return loss_terms(logits, clean, mask, target, mode, full(lambda1), full(lambda2),
                            full(beta), full(gamma), config)
 
 
 @pytest.mark.parametrize("objective", ["prob", "log_prob"])
-def test_objective_terms_match_the_documented_formula_per_mode(objective):
+def test_loss_terms_match_the_documented_formula_per_mode(objective):
     logits = MOVED.expand(4, 4)
     clean = CLEAN.expand(4, 4)
     mask = MASK3.expand(4, 1, 3, 3)
@@ -259,21 +259,21 @@ def test_objective_terms_match_the_documented_formula_per_mode(objective):
     for i, mode in enumerate(MODES):
         assert abs(float(out["total"][i]) - expected[mode]) < 1e-5, mode
     # the parts add up to the total, and "prob" is always the plain target probability
-    torch.testing.assert_close(out["total"], out["objective"] + 1.7 * out["tv"]
-                               + 3.0 * out["l1"] + out["reg"])
+    torch.testing.assert_close(out["total"], out["f_term"] + 1.7 * out["tv"]
+                               + 3.0 * out["l1"] + out["r_factors"])
     torch.testing.assert_close(out["prob"], torch.full((4,), p[3]))
     # deletion lowers what baseline raises: the same term, opposite sign
-    assert float(out["objective"][3]) == -float(out["objective"][0])
-    assert float(out["objective"][3]) != 0
+    assert float(out["f_term"][3]) == -float(out["f_term"][0])
+    assert float(out["f_term"][3]) != 0
 
 
-def test_objective_terms_log_others_is_exact_when_target_dominates():
+def test_loss_terms_log_others_is_exact_when_target_dominates():
     # p_k ~ 1 - 1e-13: 1 - p_k cancels in float32, log-sum-exp over the others does not
     logits = torch.tensor([[0.0, 0.0, 30.0]])
     out = _terms(logits, logits, torch.ones(1, 1, 3, 3), torch.tensor([2]), ["fntc"],
                  "log_prob")
     expected = math.log(2.0) - 30.0 - math.log1p(2 * math.exp(-30.0))
-    assert abs(float(out["objective"][0]) - expected) < 1e-4
+    assert abs(float(out["f_term"][0]) - expected) < 1e-4
 
 
 def _fntc_pull_on_target_logit(f_k: float, objective: str, gamma: float = 0.3) -> float:

@@ -26,9 +26,9 @@ from upx_core.evaluation import (
     random_mask_like,
     run_evaluation,
     select_images,
-    summary_table,
 )
 from upx_core.models import Classifier
+from upx_core.tables import summary_table
 
 DATA = Path(os.environ.get("UPX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared"
                            / "imagenet-samples"))

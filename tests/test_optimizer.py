@@ -133,7 +133,7 @@ def test_result_shapes_and_recorded_probabilities(model, crops, batched):
     # targets=None takes each image's top class, for every setting
     assert r.targets.tolist() == [[int(clean[0].argmax())] * 2, [int(clean[1].argmax())] * 2]
     assert r.targets[1, 0] == AFRICAN_ELEPHANT
-    torch.testing.assert_close(r.prob_before, clean.gather(1, r.targets))
+    torch.testing.assert_close(r.target_prob_before, clean.gather(1, r.targets))
 
     # the kept perturbed images are Eq. 1 with the returned masks, and probs_after their softmax
     q = perturb(crops.repeat_interleave(2, dim=0),
@@ -143,7 +143,8 @@ def test_result_shapes_and_recorded_probabilities(model, crops, batched):
     with torch.no_grad():
         after = torch.softmax(model(q), dim=1)
     torch.testing.assert_close(r.probs_after.flatten(0, 1), after, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(r.prob_after, r.probs_after.gather(2, r.targets[..., None])[..., 0])
+    torch.testing.assert_close(r.target_prob_after,
+                               r.probs_after.gather(2, r.targets[..., None])[..., 0])
 
 
 def test_target_by_name_by_index_and_setting_override(model, crops):
@@ -156,7 +157,7 @@ def test_target_by_name_by_index_and_setting_override(model, crops):
     assert by_index.targets.tolist() == [[AFRICAN_ELEPHANT, INDIAN_ELEPHANT]]
     assert torch.equal(by_name.masks, by_index.masks)
     p = by_name.probs_before[0]
-    assert by_name.prob_before[0].tolist() == [float(p[AFRICAN_ELEPHANT]),
+    assert by_name.target_prob_before[0].tolist() == [float(p[AFRICAN_ELEPHANT]),
                                                float(p[INDIAN_ELEPHANT])]
     # the two masks raised different classes, so they differ although their seed is the same
     assert not torch.equal(by_name.masks[0, 0], by_name.masks[0, 1])
@@ -191,9 +192,9 @@ def test_ftc_raises_the_top_class_probability_of_the_tusker(model, tusker):
     """What the method is for (Sect. 4.3): blurring the undesirable pixels raises f_k."""
     r = run(model, tusker, settings=MaskSetting(mode="ftc"), config=OptimConfig(iterations=30))
     assert int(r.targets[0, 0]) == TUSKER  # the tusker image's top class
-    assert float(r.prob_after[0, 0]) >= float(r.prob_before[0, 0])
+    assert float(r.target_prob_after[0, 0]) >= float(r.target_prob_before[0, 0])
     # on the way the optimizer found masks clearly better than the clean image
-    assert float(r.term("prob")[:, 0, 0].max()) > float(r.prob_before[0, 0]) + 0.02
+    assert float(r.term("prob")[:, 0, 0].max()) > float(r.target_prob_before[0, 0]) + 0.02
 
 
 # --- gradients and the caller's model ---------------------------------------------------------

@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks
 from upx_core import optimizer as opt_mod
-from upx_core.optimizer import batch_from_memory, channels_last_weights, suggest_batch_size
+from upx_core.runtime import batch_from_memory, channels_last_weights, suggest_batch_size
 
 # Calls that make the host wait for a CUDA device (a tensor read back, or a tensor built from
 # host data, which torch copies synchronously).
@@ -128,7 +128,7 @@ def test_suggest_batch_size_is_cuda_only(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("probed on the CPU")
 
-    monkeypatch.setattr(opt_mod, "_suggest_on_cuda", boom)
+    monkeypatch.setattr(opt_mod, "cuda_batch_size", boom)
     optimize_masks(tiny_net(), images(1), config=OptimConfig(iterations=1, mask_size=8),
                    device="cpu", progress=False)
 

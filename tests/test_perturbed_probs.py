@@ -8,7 +8,7 @@ from torch import nn
 
 from upx_core import OptimConfig
 from upx_core.equations import blur, perturb
-from upx_core.optimizer import perturbed_probs
+from upx_core.runtime import perturbed_probs
 
 
 def tiny() -> nn.Module:

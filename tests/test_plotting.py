@@ -27,7 +27,8 @@ def test_show_explanation_titles_say_what_the_heatmap_is(result, crops):
         titles.append([ax.get_title() for ax in fig.axes])
         caption = fig.axes[2].get_xlabel()
         plt.close(fig)
-        before, after = float(result.prob_before[0, k]), float(result.prob_after[0, k])
+        before = float(result.target_prob_before[0, k])
+        after = float(result.target_prob_after[0, k])
         assert caption.startswith(f"African elephant: {before:.3f} \u2192 {after:.3f}")
         # two iterations blur no pixel past the threshold, and the caption says so
         assert float(result.undesirable[0, k].max()) <= 0.6

@@ -1,11 +1,39 @@
 """upx: the pixels that hinder a classifier's target class (Kang, Jung, Lee), reproduced.
 
-Layout: ``equations`` (Eq. 1-7), ``optimizer`` (the batched mask optimizer), ``attribution``
-(a Captum-style class), ``metrics`` (Eq. 8, Table 2 ratio, trial consistency), ``models``,
-``data``, ``plotting``, ``evaluation`` (the Table 1/2 protocol), ``store`` (its resumable CSV)
-and ``cli`` (``upx explain``, ``upx evaluate``). For the book: ``chapter`` (what every chapter
-starts with), ``claims`` (its checked sentences), ``casestudy`` and ``explore`` (tables,
-figures and widgets of the chapters).
+The module map (the README's "Layout" and the book's contributor notes show the same block)::
+
+    upx_core/
+      The method
+        equations.py    Eq. 1-7, one function each, and loss_terms: what each mode minimizes
+        optimizer.py    the batched Adam loop over B images x K settings (optimize_masks)
+        config.py       OptimConfig, MaskSetting, settings grids, the choices the CLI offers
+        result.py       UPXResult: masks, probabilities, the loss history
+        attribution.py  UndesirablePixels: Captum's attribute(inputs, target=...)
+        metrics.py      Eq. 8's relative improvement, Table 2's ratio, trial consistency
+      Running it
+        runtime.py      device, frozen model, channels-last, GPU batch size, the forward pass
+        fold.py         batch norm folded into the convolutions (same outputs, faster)
+        models.py       the classifiers (EfficientNet-Lite offline; ResNet-18, VGG-19 online)
+        data.py         image files and the 1000 ImageNet sample images
+        io.py           outputs written whole or not at all; --force replaces only upx's own
+        plotting.py     the paper's three-panel figure and heatmaps
+        cli.py          upx explain, upx evaluate
+      Tables 1-2
+        evaluation.py   the paper's protocol over many images (upx evaluate)
+        store.py        its resumable, locked CSV
+        distributed.py  the evaluation sharded under torchrun
+        tables.py       Tables 1-2 beside the paper, paired wins, spread over trials
+        provenance.py   hardware, commit and command of a stored run
+      The book
+        analysis.py     logit decomposition, consistency and probability tables, image regions
+        widgets.py      the static (kernel-free) and live explorers
+        chapter.py      what every chapter starts with: parameters, config, sample image
+        claims.py       the book's checked sentences
+
+Imports point from the book to the method, never back: no module outside "The book" imports
+one inside it, and ``config`` imports nothing of upx. A query-only optimizer for models without
+gradients (issue 11) will sit beside ``optimizer.py``, sharing the equations, config and result
+type. ``tests/test_layout.py`` holds this map to the files.
 """
 
 import importlib

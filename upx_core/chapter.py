@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,7 @@ __all__ = [
     "chapter_config",
     "load_sample",
     "styled",
+    "find_results_dir",
 ]
 
 PENALTY_FIELDS = ("lambda1", "lambda2", "beta", "gamma")
@@ -79,7 +81,6 @@ def _number_or_text(text: str):
     return text
 
 
-
 def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
            index: bool = False):
     """A DataFrame as a padded HTML table for the book: numbers rounded to ``precision``,
@@ -93,15 +94,26 @@ def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
     return sty
 
 
-def chapter_config(**parameters) -> tuple[OptimConfig, dict]:
+def chapter_config(hyperparameters: Mapping | str | None = None,
+                   **parameters) -> tuple[OptimConfig, dict]:
     """A chapter's hyperparameters as ``(OptimConfig, penalties)``; ``None`` keeps a default.
 
-    ``lambda1``, ``lambda2``, ``beta`` and ``gamma`` are per-mask weights (the keyword
-    arguments of :class:`MaskSetting`, returned as ``penalties``); every other name is a field of
-    :class:`OptimConfig` (``iterations``, ``lr``, ``init_noise``, ``objective``,
-    ``fold_batchnorm``, ...). An unknown name is a ``TypeError``, as a misspelt keyword is.
+    ``hyperparameters`` is the chapter's one dictionary parameter (``{"lr": 0.05}``, or its JSON
+    text as ``papermill -p`` passes it); ``parameters`` are the chapter's own named parameters
+    (``iterations=...``), which a reader may also set. ``lambda1``, ``lambda2``, ``beta`` and
+    ``gamma`` are per-mask weights (the keyword arguments of :class:`MaskSetting`, returned as
+    ``penalties``); every other name is a field of :class:`OptimConfig` (``iterations``, ``lr``,
+    ``init_noise``, ``objective``, ``fold_batchnorm``, ...). An unknown name is a ``TypeError``,
+    as a misspelt keyword is; a name set in both places is a ``ValueError``.
     """
+    if isinstance(hyperparameters, str):
+        hyperparameters = json.loads(hyperparameters) if hyperparameters.strip() else {}
+    extra = dict(hyperparameters or {})
     values = not_none(**parameters)
+    both = sorted(set(extra) & set(values))
+    if both:
+        raise ValueError(f"{', '.join(both)} set both in hyperparameters and as a parameter")
+    values.update(not_none(**extra))
     penalties = {k: values.pop(k) for k in PENALTY_FIELDS if k in values}
     MaskSetting(**penalties)  # checks the weights now, with the parameter's name in the error
     return OptimConfig(**values), penalties
@@ -111,3 +123,12 @@ def load_sample(name: int | str, model: torch.nn.Module) -> torch.Tensor:
     """An ImageNet sample image (class index, class name or file name) at ``model``'s size."""
     return load_image(sample_path(name), input_size=getattr(model, "input_size", 224),
                       resize_size=getattr(model, "resize_size", 256))
+
+
+def find_results_dir(name: str = "results") -> Path | None:
+    """The stored-results folder, whether a notebook runs from ``notebooks/`` (the book build)
+    or from the repository root (papermill in CI): ``./name`` or ``./notebooks/name``."""
+    for candidate in (Path.cwd() / name, Path.cwd() / "notebooks" / name):
+        if candidate.is_dir():
+            return candidate
+    return None

@@ -191,8 +191,9 @@ def explain(args) -> int:
     from .io import atomic_directory, check_output_dir
     from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
     from .models import class_index, load_model
-    from .optimizer import optimize_masks, resolve_device
+    from .optimizer import optimize_masks
     from .plotting import explanation_grid, overlay, to_numpy_image
+    from .runtime import resolve_device
 
     device = resolve_device(args.device)
     path = _image_path(args.image)
@@ -211,8 +212,8 @@ def explain(args) -> int:
                             progress=not args.no_progress)
     wall = time.perf_counter() - t0
 
-    before = result.prob_before[0]
-    after = result.prob_after[0]
+    before = result.target_prob_before[0]
+    after = result.target_prob_after[0]
     rel = relative_improvement(before, after)
     ratio = undesirable_pixel_ratio(result.masks_upsampled[0, :, 0], args.threshold)
     summary = result.describe(0, 0)
@@ -301,11 +302,12 @@ def evaluate(args) -> int:
 
     from .data import data_dir
     from .distributed import env_world
-    from .evaluation import run_evaluation, select_images, summary_table
+    from .evaluation import run_evaluation, select_images
     from .io import check_output_file
     from .models import load_model
-    from .optimizer import resolve_device
+    from .runtime import resolve_device
     from .store import read_rows
+    from .tables import summary_table
 
     root = data_dir(args.images)
     if root is None:

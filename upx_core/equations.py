@@ -8,9 +8,16 @@ Every function is batched over a leading dimension N (one entry per mask).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
+
+from .config import MODES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import OptimConfig
 
 __all__ = [
     "blur",
@@ -21,6 +28,8 @@ __all__ = [
     "mask_penalty",
     "ftc_penalty",
     "fntc_penalty",
+    "logsumexp_others",
+    "loss_terms",
 ]
 
 
@@ -124,6 +133,70 @@ def fntc_penalty(
     """
     idx = target.view(-1, 1)
     return gamma * (logits.gather(1, idx) - logits_clean.gather(1, idx)).abs().squeeze(1)
+
+
+def logsumexp_others(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """LSE_{i != k}(v_i) = log sum_{i != k} exp(v_i), per row of ``values`` ``[N, C]``.
+
+    On logits y it is the log-odds' second part, log(f_k / (1 - f_k)) = y_k - LSE_{i != k}(y_i);
+    on log-probabilities it is log(1 - f_k), computed without forming 1 - f_k.
+    """
+    return torch.logsumexp(values.scatter(1, target.view(-1, 1), float("-inf")), dim=1)
+
+
+def loss_terms(
+    logits: torch.Tensor,
+    logits_clean: torch.Tensor,
+    mask: torch.Tensor,
+    target: torch.Tensor,
+    mode: torch.Tensor,
+    lambda1: torch.Tensor,
+    lambda2: torch.Tensor,
+    beta: torch.Tensor,
+    gamma: torch.Tensor,
+    config: OptimConfig,
+) -> dict[str, torch.Tensor]:
+    """Eq. 3, 5 and 7 per mask: the loss each mask minimizes, in the parts the history records.
+
+    One batch may mix modes (``mode`` holds each mask's index in :data:`MODES`):
+
+    - baseline, Eq. 3: -f_k(Q) + R_M
+    - ftc, Eq. 5: -f_k(Q) + R_M + R_F-TC
+    - fntc, Eq. 7: sum_{i != k} f_i(Q) + R_M + R_F-NTC
+    - deletion, ref. [3]: f_k(Q) + R_M
+    With ``config.objective="log_prob"`` each f becomes its logarithm (log f_k,
+    log sum_{i != k} f_i). Returns ``[N]`` tensors named as :data:`upx_core.result.TERMS`:
+    ``f_term`` (the first term), ``tv`` and ``l1`` (R_M's two norms, unweighted), ``r_factors``
+    (R_F-TC or R_F-NTC, zero for the other modes), ``total`` and ``prob`` (f_k(Q)).
+    """
+    logits = logits.float()
+    idx = target.view(-1, 1)
+    log_p = torch.log_softmax(logits, dim=1)
+    log_pk = log_p.gather(1, idx).squeeze(1)
+    # log sum_{i != k} p_i, computed without forming 1 - p_k, which cancels badly.
+    log_others = logsumexp_others(log_p, target)
+    if config.objective == "prob":
+        gain, others = log_pk.exp(), log_others.exp()
+    else:
+        gain, others = log_pk, log_others
+    code = {m: i for i, m in enumerate(MODES)}
+    is_mode = {m: mode == code[m] for m in MODES}
+    f_term = torch.where(is_mode["fntc"], others, torch.where(is_mode["deletion"], gain, -gain))
+    reg = torch.where(
+        is_mode["ftc"],
+        ftc_penalty(logits, logits_clean, target, gamma, config.ftc_form),
+        torch.where(is_mode["fntc"], fntc_penalty(logits, logits_clean, target, gamma),
+                    torch.zeros_like(gain)),
+    )
+    r_m = mask_penalty(mask, lambda1, lambda2, beta, config.reduction)
+    return {
+        "f_term": f_term,
+        "tv": tv_norm(mask, beta, config.reduction),  # R_M's parts, for the loss history
+        "l1": l1_norm(mask, config.reduction),
+        "r_factors": reg,
+        "total": f_term + r_m + reg,
+        "prob": log_pk.exp(),
+    }
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:

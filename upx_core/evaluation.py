@@ -39,7 +39,8 @@ from .data import load_image, sample_filenames, sample_path
 from .distributed import process_group
 from .equations import upsample_mask
 from .metrics import relative_improvement, undesirable_pixel_ratio
-from .optimizer import on_device, optimize_masks, perturbed_probs
+from .optimizer import optimize_masks
+from .runtime import on_device, perturbed_probs
 from .store import COLUMNS, RUN_COLUMNS, part_path
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "COLUMNS",
     "select_images",
     "run_evaluation",
-    "summary_table",
     "random_mask_like",
     "part_path",
 ]
@@ -55,7 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PENALTIES = ("lambda1", "lambda2", "beta", "gamma")  # per mask (MaskSetting), same for all here
-_MODE_ORDER = ("ftc", "fntc", "random", "baseline", "deletion")
 
 
 def select_images(n: int, seed: int = 0, total: int = 1000) -> list[int]:
@@ -312,7 +311,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
                             progress=progress)
     mask_up = result.masks_upsampled  # [B, K, 1, H, W]
     ratio = undesirable_pixel_ratio(mask_up, run["threshold"])[..., 0]  # [B, K]
-    before, after = result.prob_before, result.prob_after
+    before, after = result.target_prob_before, result.target_prob_after
     gain = relative_improvement(before, after)
     b_count, k_count = result.targets.shape
     after_thr = _target_probs(
@@ -383,7 +382,7 @@ def _random_rows(model, images, mask_up, result, pairs, wanted, config, run, dev
     after = _target_probs(model, images, img_idx, rand_up, targets, config, dev, batch_size)
     after_thr = _target_probs(model, images, img_idx, thresholded(rand_up, run["threshold"]),
                               targets, config, dev, batch_size)
-    before = torch.stack([result.prob_before[b, ftc_k[s]] for b, _, s in wanted])
+    before = torch.stack([result.target_prob_before[b, ftc_k[s]] for b, _, s in wanted])
     gain = relative_improvement(before, after)
     gain_thr = relative_improvement(before, after_thr)
     ratio = undesirable_pixel_ratio(rand_up[:, 0], run["threshold"])
@@ -392,26 +391,3 @@ def _random_rows(model, images, mask_up, result, pairs, wanted, config, run, dev
             float(gain[j]), float(ratio[j]), float(gain_thr[j]))
         for j, (b, _, s) in enumerate(wanted)
     ]
-
-
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Tables 1 and 2 in the paper's layout: one row per model, columns (metric, mode).
-
-    ``phi``: the mean of Eq. 8's relative improvement (percent), ``ratio``: the mean share of
-    undesirable pixels (a fraction: 0.0373 is the paper's 3.73 %), ``phi_thresholded``: phi
-    when only the pixels counted in ``ratio`` are blurred, ``n``: images per mode.
-    With several seeds, phi and ratio average over images and seeds alike.
-    """
-    if df.empty:
-        raise ValueError("no rows to summarize")
-    g = df.groupby(["model", "mode"])
-    parts = {
-        "phi": g["relative_improvement"].mean().unstack("mode"),
-        "ratio": g["ratio"].mean().unstack("mode"),
-        "phi_thresholded": g["relative_improvement_thresholded"].mean().unstack("mode"),
-        "n": g["image_index"].nunique().unstack("mode"),
-    }
-    present = [m for m in _MODE_ORDER if m in set(df["mode"])]
-    table = pd.concat({k: v[present] for k, v in parts.items()}, axis=1)
-    table.columns.names = ["metric", "mode"]
-    return table

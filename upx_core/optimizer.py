@@ -7,10 +7,8 @@ shares the batch does not change a result beyond floating-point reassociation in
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,159 +16,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import MODES, MaskSetting, OptimConfig
-from .equations import blur, fntc_penalty, ftc_penalty, l1_norm, perturb, tv_norm, upsample_mask
+from .equations import blur, loss_terms, perturb, upsample_mask
 from .fold import fold_batchnorm
 from .result import TERMS, UPXResult
+from .runtime import (
+    channels_last_weights,
+    cuda_batch_size,
+    forward,
+    frozen,
+    on_device,
+    resolve_device,
+)
 
-__all__ = [
-    "optimize_masks",
-    "resolve_device",
-    "frozen",
-    "channels_last_weights",
-    "on_device",
-    "suggest_batch_size",
-    "batch_from_memory",
-    "initial_mask",
-    "objective_terms",
-    "perturbed_probs",
-]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available; ``"cuda"`` without a GPU is a clear error."""
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    return torch.device(device)
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no weight gradients for the duration; the caller's flags come back after.
-
-    Weights that do not require grad spare the backward pass their weight-gradient kernels,
-    which is most of its cost.
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        model.eval()
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, training in modes:
-            m.training = training
-
-
-@contextlib.contextmanager
-def on_device(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """The model on ``device`` for the duration, back on the device it came from after."""
-    original = next(model.parameters(), torch.empty(0)).device
-    model.to(device)
-    try:
-        yield model
-    finally:
-        model.to(original)
-
-
-@contextlib.contextmanager
-def channels_last_weights(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
-    """The model's 4-D weights and buffers in channels-last memory order for the duration.
-
-    Convolutions whose input and weight are both channels-last run NHWC kernels (cuDNN's tensor
-    core kernels, oneDNN's on the CPU) without a layout conversion per call. Only tensors that
-    were plainly contiguous are converted, and exactly those are made contiguous again on exit:
-    the values never change (the weights are frozen), only their strides, and the caller gets
-    the model back in the memory format it gave.
-    """
-    converted = []
-    if enabled:
-        for t in itertools.chain(model.parameters(), model.buffers()):
-            if (t.dim() == 4 and t.is_contiguous()
-                    and not t.is_contiguous(memory_format=torch.channels_last)):
-                t.data = t.data.contiguous(memory_format=torch.channels_last)
-                converted.append(t)
-    try:
-        yield model
-    finally:
-        for t in converted:
-            t.data = t.data.contiguous()
-
-
-# Share of free CUDA memory a batch may plan for, and the largest batch suggested.
-SAFETY = 0.6
-MAX_BATCH = 4096
-
-
-def batch_from_memory(free_bytes: float, per_mask_bytes: float, fixed_bytes: float = 0.0,
-                      safety: float = SAFETY, max_batch: int = MAX_BATCH) -> int:
-    """How many masks fit: ``(free * safety - fixed) / per_mask``, clamped to 1..max_batch."""
-    if not 0 < safety <= 1:
-        raise ValueError(f"safety must be in (0, 1], got {safety}")
-    if per_mask_bytes <= 0:
-        return max_batch
-    fit = (free_bytes * safety - fixed_bytes) // per_mask_bytes
-    return int(max(1, min(max_batch, fit)))
-
-
-def suggest_batch_size(
-    model: nn.Module,
-    image_size: int | tuple[int, int] = 224,
-    device: str | torch.device = "auto",
-    config: OptimConfig | None = None,
-    safety: float = SAFETY,
-    max_batch: int = MAX_BATCH,
-) -> int | None:
-    """Masks per forward pass that fit the free memory of a CUDA device (``None`` on the CPU).
-
-    Measures the peak memory of one optimizer step (perturb, forward under ``config``'s amp and
-    channels-last options, backward to the mask) at 1 and 4 masks; the difference gives the
-    cost of one more mask, the rest the fixed cost. Then :func:`batch_from_memory` with the
-    device's free memory (plus what PyTorch's cache holds but does not use) and ``safety``,
-    which leaves room for fragmentation, cuDNN workspaces and the per-image tensors. On the CPU
-    ``optimize_masks`` takes all masks at once, so this returns ``None``.
-    """
-    dev = resolve_device(device)
-    if dev.type != "cuda":
-        return None
-    config = config or OptimConfig()
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    with frozen(model), on_device(model, dev), channels_last_weights(model, config.channels_last):
-        return _suggest_on_cuda(model, size, dev, config, safety, max_batch)
-
-
-def _probe_peak(model: nn.Module, n: int, size, dev: torch.device, config: OptimConfig) -> int:
-    torch.cuda.synchronize(dev)
-    torch.cuda.reset_peak_memory_stats(dev)
-    base = torch.cuda.memory_allocated(dev)
-    x = torch.rand(n, 3, *size, device=dev)
-    hx = blur(x, config.sigma, config.kernel_size)
-    mask = torch.ones(n, 1, config.mask_size, config.mask_size, device=dev, requires_grad=True)
-    logits = _forward(model, perturb(x, hx, upsample_mask(mask, size)), config)
-    logits.logsumexp(dim=1).sum().backward()
-    torch.cuda.synchronize(dev)
-    peak = torch.cuda.max_memory_allocated(dev) - base
-    del x, hx, mask, logits
-    return int(peak)
-
-
-def _suggest_on_cuda(model, size, dev, config, safety, max_batch) -> int:
-    small, large = 1, 4
-    p_small = _probe_peak(model, small, size, dev, config)
-    p_large = _probe_peak(model, large, size, dev, config)
-    per_mask = max((p_large - p_small) / (large - small), 1.0)
-    fixed = max(p_small - small * per_mask, 0.0)
-    free, _ = torch.cuda.mem_get_info(dev)
-    free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
-    return batch_from_memory(free, per_mask, fixed, safety, max_batch)
+__all__ = ["optimize_masks", "initial_mask"]
 
 
 def initial_mask(seed: int, size: int, init_noise: float) -> torch.Tensor:
@@ -180,59 +38,6 @@ def initial_mask(seed: int, size: int, init_noise: float) -> torch.Tensor:
     """
     gen = torch.Generator().manual_seed(seed)
     return 1.0 - init_noise * torch.rand(1, size, size, generator=gen)
-
-
-def objective_terms(
-    logits: torch.Tensor,
-    logits_clean: torch.Tensor,
-    mask: torch.Tensor,
-    target: torch.Tensor,
-    mode: torch.Tensor,
-    lambda1: torch.Tensor,
-    lambda2: torch.Tensor,
-    beta: torch.Tensor,
-    gamma: torch.Tensor,
-    config: OptimConfig,
-) -> dict[str, torch.Tensor]:
-    """Per-mask loss terms (to be minimized) for a batch whose masks may differ in mode.
-
-    - baseline, Eq. 3: -f_k(Q) + R_M
-    - ftc, Eq. 5: -f_k(Q) + R_M + R_F-TC
-    - fntc, Eq. 7: sum_{i != k} f_i(Q) + R_M + R_F-NTC
-    - deletion, ref. [3]: f_k(Q) + R_M
-    With ``objective="log_prob"`` each f becomes its logarithm (log f_k, log sum_{i != k} f_i).
-    """
-    logits = logits.float()
-    idx = target.view(-1, 1)
-    log_p = torch.log_softmax(logits, dim=1)
-    log_pk = log_p.gather(1, idx).squeeze(1)
-    # log sum_{i != k} exp(log p_i), computed without forming 1 - p_k, which cancels badly.
-    log_others = torch.logsumexp(log_p.scatter(1, idx, float("-inf")), dim=1)
-    if config.objective == "prob":
-        gain, others = log_pk.exp(), log_others.exp()
-    else:
-        gain, others = log_pk, log_others
-    code = {m: i for i, m in enumerate(MODES)}
-    is_mode = {m: mode == code[m] for m in MODES}
-    f_term = torch.where(is_mode["fntc"], others, torch.where(is_mode["deletion"], gain, -gain))
-    reg = torch.where(
-        is_mode["ftc"],
-        ftc_penalty(logits, logits_clean, target, gamma, config.ftc_form),
-        torch.where(is_mode["fntc"], fntc_penalty(logits, logits_clean, target, gamma),
-                    torch.zeros_like(gain)),
-    )
-    # R_M of Eq. 3 (equations.mask_penalty), kept in its two parts for the loss history.
-    tv = tv_norm(mask, beta, config.reduction)
-    l1 = l1_norm(mask, config.reduction)
-    r_m = lambda1 * tv + lambda2 * l1
-    return {
-        "objective": f_term,
-        "tv": tv,
-        "l1": l1,
-        "reg": reg,
-        "total": f_term + r_m + reg,
-        "prob": log_pk.exp(),
-    }
 
 
 def _target_list(targets, b: int, categories) -> list[int | None]:
@@ -345,12 +150,12 @@ def _optimize_all(model, images, image_targets, settings, config, dev, batch_siz
     n = b * k
     size = tuple(images.shape[-2:])
     if batch_size is None and dev.type == "cuda":
-        batch_size = _suggest_on_cuda(model, size, dev, config, SAFETY, MAX_BATCH)
+        batch_size = cuda_batch_size(model, size, dev, config)
     images = images.detach().to(dev, torch.float32)
     blurred = blur(images, config.sigma, config.kernel_size)  # once per image
     with torch.no_grad():
         logits_clean = torch.cat([
-            _forward(model, images[i:i + 64], config) for i in range(0, b, 64)
+            forward(model, images[i:i + 64], config) for i in range(0, b, 64)
         ])
     n_classes = logits_clean.shape[1]
     if names and (categories is None or len(categories) != n_classes):
@@ -401,30 +206,6 @@ def _optimize_all(model, images, image_targets, settings, config, dev, batch_siz
     )
 
 
-def _forward(model: nn.Module, x: torch.Tensor, config: OptimConfig) -> torch.Tensor:
-    if config.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    if config.amp == "bf16" and x.device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return model(x).float()
-    return model(x).float()
-
-
-def perturbed_probs(model: nn.Module, images: torch.Tensor, masks_up: torch.Tensor,
-                    config: OptimConfig | None = None) -> torch.Tensor:
-    """Class probabilities ``[N, C]`` (softmax, float32) of the perturbed images Q(X; M').
-
-    ``images`` ``[N, 3, H, W]`` and upsampled masks ``masks_up`` ``[N or 1, 1, H, W]`` (1 keeps a
-    pixel, 0 puts its blur there; Eq. 1), on the model's device. The blur and the forward pass
-    follow ``config`` (sigma, kernel size, amp, channels-last) as in the optimizer. The model is
-    in eval mode for the call and nothing records a gradient.
-    """
-    config = config or OptimConfig()
-    with frozen(model), torch.no_grad():
-        q = perturb(images, blur(images, config.sigma, config.kernel_size), masks_up)
-        return torch.softmax(_forward(model, q, config), dim=1)
-
-
 def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target, settings,
                     config, bar):
     """Adam on one chunk of masks. On CUDA the loop never waits for the device except in
@@ -448,9 +229,9 @@ def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target,
     history = torch.empty(config.iterations, len(settings), len(TERMS), device=dev)
     done = 0  # iterations already reported to the progress bar
     for it in range(config.iterations):
-        logits = _forward(model, perturb(x, hx, upsample_mask(mask, size)), config)
-        terms = objective_terms(logits, clean, mask, target, mode, lambda1, lambda2, beta,
-                                gamma, config)
+        logits = forward(model, perturb(x, hx, upsample_mask(mask, size)), config)
+        terms = loss_terms(logits, clean, mask, target, mode, lambda1, lambda2, beta, gamma,
+                           config)
         history[it] = torch.stack([terms[t] for t in TERMS], dim=1).detach()
         opt.zero_grad(set_to_none=True)
         terms["total"].sum().backward()
@@ -464,7 +245,7 @@ def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target,
     with torch.no_grad():
         final = mask.detach()
         q = perturb(x, hx, upsample_mask(final, size))
-        probs = torch.softmax(_forward(model, q, config), dim=1)
+        probs = torch.softmax(forward(model, q, config), dim=1)
     return final.cpu(), history.cpu(), probs.cpu(), q.cpu()
 
 

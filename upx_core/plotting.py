@@ -54,7 +54,7 @@ def heatmap_title(mode: str) -> str:
 
 
 def _prob_caption(result: UPXResult, b: int, k: int) -> str:
-    before, after = float(result.prob_before[b, k]), float(result.prob_after[b, k])
+    before, after = float(result.target_prob_before[b, k]), float(result.target_prob_after[b, k])
     caption = f"{before:.3f} \u2192 {after:.3f}"
     if float(result.undesirable[b, k].max()) <= THRESHOLD:
         # an empty heatmap looks like a plain photo: say that nothing was found

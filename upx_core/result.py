@@ -12,7 +12,9 @@ from .equations import upsample_mask
 
 __all__ = ["TERMS", "UPXResult"]
 
-TERMS = ("objective", "tv", "l1", "reg", "total", "prob")
+# The loss history's parts (equations.loss_terms): the f-term (Eq. 3, 5 or 7's first term), R_M's
+# TV and L1 norms, R_F (R_F-TC or R_F-NTC), the total loss, and the target probability f_k(Q).
+TERMS = ("f_term", "tv", "l1", "r_factors", "total", "prob")
 
 
 @dataclass
@@ -21,7 +23,8 @@ class UPXResult:
 
     masks: coarse masks M, ``[B, K, 1, m, m]`` (1 keeps a pixel, 0 blurs it).
     targets: the class k each mask raised, ``[B, K]``.
-    probs_before: softmax of the clean image, ``[B, C]``; probs_after: of Q, ``[B, K, C]``.
+    probs_before: softmax of the clean image, ``[B, C]``; probs_after: of Q, ``[B, K, C]``
+    (every class); ``target_prob_before`` and ``target_prob_after``: the target's, ``[B, K]``.
     history: loss terms per iteration, ``[T, B, K, len(TERMS)]`` (before each Adam step).
     perturbed: Q(X; M', h), ``[B, K, 3, H, W]``, when the run kept them.
     config and settings: everything needed to run it again.
@@ -65,14 +68,14 @@ class UPXResult:
         return 1.0 - self.masks_upsampled
 
     @property
-    def prob_before(self) -> torch.Tensor:
+    def target_prob_before(self) -> torch.Tensor:
         """f_k(X) for each mask's target, ``[B, K]``."""
         b, k = self.targets.shape
         return self.probs_before.unsqueeze(1).expand(b, k, -1).gather(
             2, self.targets.unsqueeze(2)).squeeze(2)
 
     @property
-    def prob_after(self) -> torch.Tensor:
+    def target_prob_after(self) -> torch.Tensor:
         """f_k(Q(X; M', h)) for each mask's target, ``[B, K]``."""
         return self.probs_after.gather(2, self.targets.unsqueeze(2)).squeeze(2)
 
@@ -106,8 +109,8 @@ class UPXResult:
         return {
             "target": t,
             "target_name": self.class_name(t),
-            "prob_before": float(self.prob_before[b, k]),
-            "prob_after": float(self.prob_after[b, k]),
+            "prob_before": float(self.target_prob_before[b, k]),
+            "prob_after": float(self.target_prob_after[b, k]),
             "top5_before": self.named(pb[b], ib[b]),
             "top5_after": self.named(pa[b, k], ia[b, k]),
             "setting": dataclasses.asdict(self.settings[k]),

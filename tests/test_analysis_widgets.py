@@ -1,4 +1,5 @@
-"""upx_core.explore: grids, analysis tables, PNG rendering and the two explorers."""
+"""Parameter grids (upx_core.config), the logit decomposition and consistency tables
+(upx_core.analysis), PNG rendering and the two explorers (upx_core.widgets)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,9 @@ import pytest
 import torch
 
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_masks, sample_path
-from upx_core.explore import (
-    consistency_table,
-    live_explorer,
-    logit_decomposition,
-    param_grid,
-    plot_logit_decomposition,
-    result_pngs,
-    static_explorer,
-)
+from upx_core.analysis import consistency_table, logit_decomposition, plot_logit_decomposition
+from upx_core.config import param_grid
+from upx_core.widgets import live_explorer, result_pngs, static_explorer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = OptimConfig(iterations=2)

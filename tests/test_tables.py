@@ -1,4 +1,5 @@
-"""upx_core.casestudy: the Fig. 4 probability table, its bracketed form, stored-result files."""
+"""The chapters' tables and regions (upx_core.analysis, upx_core.tables), the results folder
+(upx_core.chapter) and stored-result files (upx_core.provenance)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,10 @@ import pytest
 import torch
 
 from upx_core import MaskSetting, OptimConfig, UPXResult
-from upx_core.casestudy import (
-    BEFORE,
-    blur_region,
-    box_region,
-    bracket_highest,
-    find_results_dir,
-    load_results,
-    paired_wins,
-    paper_layout,
-    probability_table,
-    provenance,
-    region_share,
-    save_results,
-)
+from upx_core.analysis import BEFORE, blur_region, box_region, probability_table, region_share
+from upx_core.chapter import find_results_dir
+from upx_core.provenance import load_results, provenance, save_results
+from upx_core.tables import bracket_highest, paired_wins, paper_layout
 
 CATS = [f"class{i}" for i in range(5)]
 

@@ -1,0 +1,196 @@
+"""Where and how the classifier runs: the device, the model's flags and memory layout for the
+duration of a call, the batch that fits a GPU, and the forward pass every part of upx shares.
+
+The optimizer (``optimizer.py``), the evaluation protocol (``evaluation.py``), the chapters'
+region tools (``analysis.py``) and the benchmarks run the model through :func:`forward` and
+:func:`perturbed_probs`, so a precision or memory-format option reaches all of them alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .config import OptimConfig
+from .equations import blur, perturb, upsample_mask
+
+__all__ = [
+    "resolve_device",
+    "frozen",
+    "on_device",
+    "channels_last_weights",
+    "batch_from_memory",
+    "suggest_batch_size",
+    "cuda_batch_size",
+    "forward",
+    "perturbed_probs",
+]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available; ``"cuda"`` without a GPU is a clear error."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no weight gradients for the duration; the caller's flags come back after.
+
+    Weights that do not require grad spare the backward pass their weight-gradient kernels,
+    which is most of its cost.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        model.eval()
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, training in modes:
+            m.training = training
+
+
+@contextlib.contextmanager
+def on_device(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """The model on ``device`` for the duration, back on the device it came from after."""
+    original = next(model.parameters(), torch.empty(0)).device
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.to(original)
+
+
+@contextlib.contextmanager
+def channels_last_weights(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """The model's 4-D weights and buffers in channels-last memory order for the duration.
+
+    Convolutions whose input and weight are both channels-last run NHWC kernels (cuDNN's tensor
+    core kernels, oneDNN's on the CPU) without a layout conversion per call. Only tensors that
+    were plainly contiguous are converted, and exactly those are made contiguous again on exit:
+    the values never change (the weights are frozen), only their strides, and the caller gets
+    the model back in the memory format it gave.
+    """
+    converted = []
+    if enabled:
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if (t.dim() == 4 and t.is_contiguous()
+                    and not t.is_contiguous(memory_format=torch.channels_last)):
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+                converted.append(t)
+    try:
+        yield model
+    finally:
+        for t in converted:
+            t.data = t.data.contiguous()
+
+
+# Share of free CUDA memory a batch may plan for, and the largest batch suggested.
+SAFETY = 0.6
+MAX_BATCH = 4096
+
+
+def batch_from_memory(free_bytes: float, per_mask_bytes: float, fixed_bytes: float = 0.0,
+                      safety: float = SAFETY, max_batch: int = MAX_BATCH) -> int:
+    """How many masks fit: ``(free * safety - fixed) / per_mask``, clamped to 1..max_batch."""
+    if not 0 < safety <= 1:
+        raise ValueError(f"safety must be in (0, 1], got {safety}")
+    if per_mask_bytes <= 0:
+        return max_batch
+    fit = (free_bytes * safety - fixed_bytes) // per_mask_bytes
+    return int(max(1, min(max_batch, fit)))
+
+
+def suggest_batch_size(
+    model: nn.Module,
+    image_size: int | tuple[int, int] = 224,
+    device: str | torch.device = "auto",
+    config: OptimConfig | None = None,
+    safety: float = SAFETY,
+    max_batch: int = MAX_BATCH,
+) -> int | None:
+    """Masks per forward pass that fit the free memory of a CUDA device (``None`` on the CPU).
+
+    Measures the peak memory of one optimizer step (perturb, forward under ``config``'s amp and
+    channels-last options, backward to the mask) at 1 and 4 masks; the difference gives the
+    cost of one more mask, the rest the fixed cost. Then :func:`batch_from_memory` with the
+    device's free memory (plus what PyTorch's cache holds but does not use) and ``safety``,
+    which leaves room for fragmentation, cuDNN workspaces and the per-image tensors. On the CPU
+    ``optimize_masks`` takes all masks at once, so this returns ``None``.
+    """
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return None
+    config = config or OptimConfig()
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    with frozen(model), on_device(model, dev), channels_last_weights(model, config.channels_last):
+        return cuda_batch_size(model, size, dev, config, safety, max_batch)
+
+
+def _probe_peak(model: nn.Module, n: int, size, dev: torch.device, config: OptimConfig) -> int:
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev)
+    x = torch.rand(n, 3, *size, device=dev)
+    hx = blur(x, config.sigma, config.kernel_size)
+    mask = torch.ones(n, 1, config.mask_size, config.mask_size, device=dev, requires_grad=True)
+    logits = forward(model, perturb(x, hx, upsample_mask(mask, size)), config)
+    logits.logsumexp(dim=1).sum().backward()
+    torch.cuda.synchronize(dev)
+    peak = torch.cuda.max_memory_allocated(dev) - base
+    del x, hx, mask, logits
+    return int(peak)
+
+
+def cuda_batch_size(model: nn.Module, size: tuple[int, int], dev: torch.device,
+                    config: OptimConfig, safety: float = SAFETY,
+                    max_batch: int = MAX_BATCH) -> int:
+    """:func:`suggest_batch_size` for a model already frozen and on ``dev`` (a CUDA device)."""
+    small, large = 1, 4
+    p_small = _probe_peak(model, small, size, dev, config)
+    p_large = _probe_peak(model, large, size, dev, config)
+    per_mask = max((p_large - p_small) / (large - small), 1.0)
+    fixed = max(p_small - small * per_mask, 0.0)
+    free, _ = torch.cuda.mem_get_info(dev)
+    free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+    return batch_from_memory(free, per_mask, fixed, safety, max_batch)
+
+
+def forward(model: nn.Module, x: torch.Tensor, config: OptimConfig) -> torch.Tensor:
+    """The model's logits (float32) for ``x`` under ``config``'s channels-last and amp options."""
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if config.amp == "bf16" and x.device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(x).float()
+    return model(x).float()
+
+
+def perturbed_probs(model: nn.Module, images: torch.Tensor, masks_up: torch.Tensor,
+                    config: OptimConfig | None = None) -> torch.Tensor:
+    """Class probabilities ``[N, C]`` (softmax, float32) of the perturbed images Q(X; M').
+
+    ``images`` ``[N, 3, H, W]`` and upsampled masks ``masks_up`` ``[N or 1, 1, H, W]`` (1 keeps a
+    pixel, 0 puts its blur there; Eq. 1), on the model's device. The blur and the forward pass
+    follow ``config`` (sigma, kernel size, amp, channels-last) as in the optimizer. The model is
+    in eval mode for the call and nothing records a gradient.
+    """
+    config = config or OptimConfig()
+    with frozen(model), torch.no_grad():
+        q = perturb(images, blur(images, config.sigma, config.kernel_size), masks_up)
+        return torch.softmax(forward(model, q, config), dim=1)
