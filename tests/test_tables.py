@@ -13,7 +13,15 @@ from upx_core import MaskSetting, OptimConfig, UPXResult
 from upx_core.analysis import BEFORE, blur_region, box_region, probability_table, region_share
 from upx_core.chapter import find_results_dir
 from upx_core.provenance import load_results, provenance, save_results
-from upx_core.tables import bracket_highest, paired_wins, paper_layout
+from upx_core.tables import (
+    bootstrap_interval,
+    bracket_highest,
+    interval_table,
+    paired_comparison,
+    paired_wins,
+    paper_layout,
+    sign_test,
+)
 
 CATS = [f"class{i}" for i in range(5)]
 
@@ -171,3 +179,66 @@ def test_paired_wins():
     assert paired_wins(df, "ftc", "fntc") == 0.5
     with pytest.raises(ValueError, match="share no"):
         paired_wins(df, "ftc", "baseline")
+
+
+# --- intervals and paired tests (chapter 7's "How sure are these numbers?") -------------------
+
+def test_sign_test_exact_values():
+    assert sign_test(5, 5) == 1.0
+    assert sign_test(0, 0) == 1.0
+    # 10 wins, 0 losses: 2 * (1/2)^10
+    assert sign_test(10, 0) == pytest.approx(2 / 1024)
+    # 8:2 -> 2 * (C(10,0) + C(10,1) + C(10,2)) / 2^10 = 2 * 56 / 1024
+    assert sign_test(8, 2) == pytest.approx(112 / 1024)
+    assert sign_test(2, 8) == sign_test(8, 2)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
+    values = [1.0, 2.0, 3.0, 4.0, 10.0]
+    lo, hi = bootstrap_interval(values, n_boot=4000, seed=1)
+    assert lo < sum(values) / len(values) < hi
+    assert 1.0 <= lo and hi <= 10.0
+    assert bootstrap_interval(values, n_boot=4000, seed=1) == (lo, hi)
+    assert bootstrap_interval([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    assert all(v != v for v in bootstrap_interval([1.0, float("nan")]))  # one value: nan
+
+
+def _paired_rows(a_values, b_values, seeds=(0,)):
+    rows = []
+    for s in seeds:
+        for i, (a, b) in enumerate(zip(a_values, b_values, strict=True)):
+            rows += [{"model": "m", "image_index": i, "seed": s, "mode": "ftc",
+                      "relative_improvement": a + s},
+                     {"model": "m", "image_index": i, "seed": s, "mode": "random",
+                      "relative_improvement": b}]
+    return pd.DataFrame(rows)
+
+
+def test_paired_comparison_resamples_images_not_trials():
+    df = _paired_rows([10.0, 20.0, 30.0, 40.0], [0.0, 5.0, 35.0, 1.0], seeds=(0, 2))
+    out = paired_comparison(df, "ftc", "random")
+    # per image the trials are averaged first (ftc: a + 1), so 4 differences, not 8
+    assert out["images"] == 4
+    assert out["mean_difference"] == pytest.approx((11 + 16 - 4 + 40) / 4)
+    assert out["share_a_higher"] == 0.75
+    assert out["sign_test_p"] == pytest.approx(sign_test(3, 1))
+    assert out["ci_low"] < out["mean_difference"] < out["ci_high"]
+    with pytest.raises(ValueError, match="share no"):
+        paired_comparison(df, "ftc", "baseline")
+
+
+def test_a_mode_that_finds_nothing_has_an_interval_at_zero():
+    df = _paired_rows([0.0] * 6, [0.0] * 6)
+    out = paired_comparison(df, "ftc", "random")
+    assert out["ci_low"] == out["ci_high"] == 0.0 and out["sign_test_p"] == 1.0
+
+
+def test_interval_table_one_row_per_model_and_mode_in_mode_order():
+    df = _paired_rows([10.0, 20.0, 30.0], [1.0, 2.0, 3.0]).assign(ratio=0.01)
+    table = interval_table({"live": df}, "phi")
+    assert list(table["mode"]) == ["F-TC", "random (F-TC area)"]
+    assert list(table["images"]) == [3, 3]
+    assert table.loc[0, "mean"] == pytest.approx(20.0)
+    assert (table["ci_low"] <= table["mean"]).all() and (table["mean"] <= table["ci_high"]).all()
+    with pytest.raises(ValueError, match="metric"):
+        interval_table({"live": df}, "accuracy")

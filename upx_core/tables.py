@@ -7,8 +7,10 @@ One mode order (:data:`MODE_ORDER`) and one set of labels (:data:`MODE_LABELS`) 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -21,6 +23,10 @@ __all__ = [
     "mode_mean",
     "over_trials",
     "bracket_highest",
+    "bootstrap_interval",
+    "interval_table",
+    "paired_comparison",
+    "sign_test",
 ]
 
 # The paper's two modes first, then the baselines this reproduction adds.
@@ -153,3 +159,89 @@ def bracket_highest(table: pd.DataFrame, digits: int = 3, percent: bool = False)
             text = f"{v * scale:.{digits}f}"
             out.loc[row, col] = f"[{text}]" if v == top else text
     return out
+
+
+def _per_image(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One value per (model, image, mode): the mean over the image's trials (seeds), so that
+    trials of one image, which are not independent samples, count once."""
+    return df.groupby(["model", "image_index", "mode"], sort=False)[column].mean().reset_index()
+
+
+def bootstrap_interval(values: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean of ``values`` (one value per image).
+
+    ``n_boot`` resamples with replacement from a seeded NumPy generator, so the interval is the
+    same on every run. NaN values are dropped; fewer than two values give ``(nan, nan)``.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def interval_table(runs: dict[str, pd.DataFrame], metric: str = "phi", n_boot: int = 2000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Table 1 (``"phi"``) or 2 (``"ratio"``) with a 95 % bootstrap interval per cell.
+
+    One row per (model, source) and mode: the mean (as :func:`paper_layout` gives it, over
+    images and trials), and the interval of that mean from resampling images
+    (:func:`bootstrap_interval` over the per-image means). Long rather than wide, so the table
+    fits a page with every interval shown.
+    """
+    if metric not in _METRIC_COLUMN:
+        raise ValueError(f"metric must be one of {', '.join(_METRIC_COLUMN)}, got {metric!r}")
+    col = _METRIC_COLUMN[metric]
+    rows = []
+    for source, df in runs.items():
+        if col not in df:
+            continue
+        per_image = _per_image(df, col)
+        for model in per_image["model"].unique():
+            for mode in (m for m in MODE_ORDER if m in set(per_image["mode"])):
+                part = per_image[(per_image["model"] == model) & (per_image["mode"] == mode)]
+                if part.empty:
+                    continue
+                lo, hi = bootstrap_interval(part[col].to_numpy(), n_boot, seed)
+                rows.append({"source": f"{model} ({source})", "mode": MODE_LABELS[mode],
+                             "mean": mode_mean(df[df["model"] == model], mode, col),
+                             "ci_low": lo, "ci_high": hi, "images": len(part)})
+    return pd.DataFrame(rows)
+
+
+def paired_comparison(df: pd.DataFrame, a: str, b: str, column: str = "relative_improvement",
+                      n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mode ``a`` against mode ``b`` on the same images: a paired bootstrap and a sign test.
+
+    Per (model, image), the trials' mean of ``column`` under each mode; then the mean of the
+    differences ``a - b`` with its 95 % bootstrap interval, the share of images where ``a`` is
+    higher (:func:`paired_wins` counts per trial instead), and the two-sided exact sign-test
+    p-value of that share (ties dropped). Raises if the modes share no image.
+    """
+    per_image = _per_image(df[df["mode"].isin([a, b])], column)
+    wide = per_image.pivot_table(index=["model", "image_index"], columns="mode", values=column)
+    if a not in wide or b not in wide:
+        raise ValueError(f"modes {a!r} and {b!r} share no (model, image)")
+    diff = (wide[a] - wide[b]).dropna().to_numpy()
+    if len(diff) == 0:
+        raise ValueError(f"modes {a!r} and {b!r} share no (model, image)")
+    lo, hi = bootstrap_interval(diff, n_boot, seed)
+    wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+    return {"images": len(diff), "mean_difference": float(diff.mean()), "ci_low": lo,
+            "ci_high": hi, "share_a_higher": wins / len(diff),
+            "sign_test_p": sign_test(wins, losses)}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign-test p-value: the chance, under a fair coin, of a split at least as
+    uneven as ``wins`` : ``losses``."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
