@@ -144,6 +144,32 @@ def test_evaluate_penalty_flags_reach_the_masks(tmp_path: Path, capsys) -> None:
     assert paper.read_bytes() == before
 
 
+def test_evaluate_force_resume_reaches_the_run(tmp_path: Path, capsys) -> None:
+    # EfficientNet-Lite0, F-TC, 2 iterations: image 3 is stored as if by other mask code
+    from upx_core.provenance import optimizer_version
+
+    out, other = tmp_path / "e.csv", "sha256:000000000000"
+    common = ["evaluate", "--modes", "ftc", "--iterations", "2", "--device", "cpu",
+              "--no-progress", "--out", str(out)]
+    assert main([*common, "--indices", "3"]) == 0
+    disk = pd.read_csv(out, keep_default_na=False)
+    disk["optimizer_version"] = other
+    disk.to_csv(out, index=False)
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main([*common, "--indices", "3", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("upx: error: ") and "\n" not in err, err
+    assert other in err and optimizer_version() in err and "--force-resume" in err
+    assert out.read_bytes() == before
+    assert main([*common, "--indices", "3", "4", "--force-resume"]) == 0
+    df = pd.read_csv(out, keep_default_na=False)
+    assert dict(zip(df.image_index, df.optimizer_version, strict=True)) == {
+        3: other, 4: optimizer_version()}
+    with pytest.raises(SystemExit):  # starting afresh and forcing a resume exclude each other
+        build_parser().parse_args(["evaluate", "--no-resume", "--force-resume", "--out", "o"])
+
+
 def _options(parser: argparse.ArgumentParser) -> dict[str, dict[str, argparse.Action]]:
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return {name: {o: a for a in sub._actions for o in a.option_strings}
@@ -168,7 +194,8 @@ def test_every_flag_has_help_and_choices_come_from_the_constants() -> None:
     # the flags of the former ``python -m upx_core.evaluation``, under their names
     assert ev["--images"] is ev["--data-root"] and ev["--no-progress"] is ev["--quiet"]
     for flag in ("--indices", "--random-weights", "--batch-size", "--channels-last", "--amp",
-                 "--n", "--select-seed", "--batch-images", "--no-resume", "--device"):
+                 "--n", "--select-seed", "--batch-images", "--no-resume", "--force-resume",
+                 "--device"):
         assert flag in ev, flag
 
 

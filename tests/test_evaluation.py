@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from upx_core import OptimConfig, load_image, load_model, sample_path
+from upx_core import OptimConfig, load_image, load_model, provenance, sample_path
 from upx_core import evaluation as ev
 from upx_core.data import sample_filenames
 from upx_core.evaluation import (
@@ -351,3 +351,96 @@ def test_two_runs_writing_one_csv_at_once_keep_both_runs_rows(tmp_path):
     assert sorted(zip(df["image_index"], df["mode"], strict=True)) == [
         (3, "fntc"), (3, "ftc"), (4, "fntc"), (4, "ftc")]
     assert not df.duplicated(["image_index", "mode", "seed"]).any()
+
+
+# --- segments: a resumed run records which code computed each row ----------------------------
+
+OTHER = "sha256:000000000000"  # an optimizer version this code never has
+
+
+def _here() -> dict:
+    return {"git_commit": provenance.git_commit() or "unknown",
+            "optimizer_version": provenance.optimizer_version()}
+
+
+def _segments(df: pd.DataFrame) -> dict:
+    return {(i, m): (c, v) for i, m, c, v in zip(df.image_index, df["mode"], df.git_commit,
+                                                   df.optimizer_version, strict=True)}
+
+
+def test_a_resumed_run_records_each_segments_commit(tmp_path):
+    model, out = tiny_model(), tmp_path / "e.csv"
+    first = run_evaluation(model, [3], config=TINY, out_csv=out, device="cpu", progress=False)
+    here = _here()
+    assert _segments(first) == {(3, m): tuple(here.values()) for m in ("ftc", "fntc")}
+    # as if the first segment had run at another commit whose mask modules were the same
+    disk = pd.read_csv(out, keep_default_na=False)
+    disk["git_commit"] = "0123abc"
+    disk.to_csv(out, index=False)
+    df = run_evaluation(model, [3, 7], config=TINY, out_csv=out, device="cpu", progress=False)
+    want = {(3, "ftc"): ("0123abc", here["optimizer_version"]),
+            (3, "fntc"): ("0123abc", here["optimizer_version"]),
+            (7, "ftc"): tuple(here.values()), (7, "fntc"): tuple(here.values())}
+    assert _segments(df) == want
+    assert _segments(pd.read_csv(out, keep_default_na=False)) == want
+
+
+def test_resume_refuses_rows_of_another_optimizer_version_unless_forced(tmp_path):
+    model, out = tiny_model(), tmp_path / "e.csv"
+    run_evaluation(model, [3], config=TINY, out_csv=out, device="cpu", progress=False)
+    disk = pd.read_csv(out, keep_default_na=False)
+    disk["optimizer_version"] = OTHER
+    disk.to_csv(out, index=False)
+    before = out.read_bytes()
+    kw = dict(config=TINY, out_csv=out, device="cpu", progress=False)
+    with pytest.raises(ValueError) as err:
+        run_evaluation(model, [3, 7], **kw)
+    msg = str(err.value)
+    here = _here()
+    assert "\n" not in msg
+    assert f"optimizer version {OTHER}, this run is optimizer version " \
+           f"{here['optimizer_version']}" in msg and "--force-resume" in msg
+    assert out.read_bytes() == before
+    # a part left by a stopped torchrun is checked too
+    part = ev.part_path(out, 1)
+    disk.assign(image_index=8).to_csv(part, index=False)
+    disk["optimizer_version"] = here["optimizer_version"]
+    disk.to_csv(out, index=False)
+    with pytest.raises(ValueError, match=f"{part.name} holds rows of optimizer version {OTHER}"):
+        run_evaluation(model, [3, 7], **kw)
+    part.unlink()
+    disk["optimizer_version"] = OTHER
+    disk.to_csv(out, index=False)
+    # forced: image 3's rows are kept as they are, with their own version; 7 is computed
+    counter = CountingModel(model)
+    try:
+        df = run_evaluation(model, [3, 7], force_resume=True, **kw)
+    finally:
+        counter.handle.remove()
+    assert counter.calls > 0
+    want = {(3, "ftc"): (here["git_commit"], OTHER), (3, "fntc"): (here["git_commit"], OTHER),
+            (7, "ftc"): tuple(here.values()), (7, "fntc"): tuple(here.values())}
+    assert _segments(df) == want
+    stored = pd.read_csv(out, keep_default_na=False)
+    assert _segments(stored) == want
+    pd.testing.assert_frame_equal(stored[stored.image_index == 3].reset_index(drop=True), disk)
+
+
+def test_resume_refuses_a_csv_written_before_versions_were_recorded(tmp_path):
+    model, out = tiny_model(), tmp_path / "e.csv"
+    run_evaluation(model, [3], config=TINY, out_csv=out, device="cpu", progress=False)
+    old = pd.read_csv(out, keep_default_na=False).drop(columns=["git_commit",
+                                                                "optimizer_version"])
+    old.to_csv(out, index=False)
+    before = out.read_bytes()
+    kw = dict(config=TINY, out_csv=out, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="holds rows of optimizer version unknown, this run"):
+        run_evaluation(model, [3, 7], **kw)
+    assert out.read_bytes() == before
+    df = run_evaluation(model, [3, 7], force_resume=True, **kw)
+    here = _here()
+    assert _segments(df) == {(3, "ftc"): ("unknown", "unknown"),
+                             (3, "fntc"): ("unknown", "unknown"),
+                             (7, "ftc"): tuple(here.values()),
+                             (7, "fntc"): tuple(here.values())}
+    assert list(pd.read_csv(out).columns) == COLUMNS

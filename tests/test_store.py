@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import shutil
 import stat
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from upx_core import store
+from upx_core import provenance, store
 from upx_core.evaluation import EVAL_MODES
 
 
 def rows(image_modes, **run) -> pd.DataFrame:
     base = {c: 0 for c in store.COLUMNS} | {"model": "m", "objective": "prob",
-                                             "precision": "fp32"} | run
+                                             "precision": "fp32", "git_commit": "abc",
+                                             "optimizer_version": "sha256:000000000000"} | run
     return store.frame([base | {"image_index": i, "mode": m, "seed": 0, "file": f"f{i}"}
                         for i, m in image_modes])
 
@@ -58,3 +63,83 @@ def test_parts_are_found_by_rank_and_merged_away(tmp_path):
         (4, "ftc"), (4, "fntc"), (5, "ftc")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv", "e.csv.rankX.csv"]
     assert store.keys(store.read_rows(out)) == store.keys(full)
+
+
+# --- segments: which code computed a row -----------------------------------------------------
+
+def test_a_csv_from_before_the_segment_columns_reads_as_unknown(tmp_path):
+    old = rows([(1, "ftc")]).drop(columns=store.SEGMENT_COLUMNS)
+    path = tmp_path / "old.csv"
+    old.to_csv(path, index=False)
+    back = store.read_rows(path)
+    assert back["git_commit"].tolist() == back["optimizer_version"].tolist() == ["unknown"]
+    assert list(back.columns) == store.COLUMNS
+    # a version or commit made only of digits (or digits around one 'e') stays text
+    store.write_rows(rows([(1, "ftc")], git_commit="1234", optimizer_version="12e4"), path)
+    back = store.read_rows(path)
+    assert back["git_commit"].tolist() == ["1234"]
+    assert back["optimizer_version"].tolist() == ["12e4"]
+
+
+def test_check_version_names_both_versions_and_the_flag(tmp_path):
+    df = rows([(1, "ftc"), (2, "ftc")], optimizer_version="sha256:aaaaaaaaaaaa")
+    store.check_version(df, "sha256:aaaaaaaaaaaa", tmp_path / "e.csv")
+    with pytest.raises(ValueError) as err:
+        store.check_version(df, "sha256:bbbbbbbbbbbb", tmp_path / "e.csv")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "optimizer version sha256:aaaaaaaaaaaa, this run is optimizer version " \
+           "sha256:bbbbbbbbbbbb" in msg
+    assert "--force-resume" in msg and "force_resume=True" in msg
+
+
+def test_add_rows_refuses_rows_another_version_wrote_meanwhile_unless_forced(tmp_path):
+    # a concurrent writer on the same file running other code: its rows are on disk
+    path = tmp_path / "e.csv"
+    store.write_rows(rows([(1, "ftc")], optimizer_version="sha256:aaaaaaaaaaaa"), path)
+    before = path.read_bytes()
+    mine = rows([(2, "ftc")], optimizer_version="sha256:bbbbbbbbbbbb")
+    run = {c: mine[c][0] for c in store.RUN_COLUMNS} | {
+        "optimizer_version": "sha256:bbbbbbbbbbbb"}
+    with pytest.raises(ValueError, match="optimizer version sha256:aaaaaaaaaaaa"):
+        store.add_rows(mine, path, run, EVAL_MODES)
+    assert path.read_bytes() == before
+    both = store.add_rows(mine, path, run, EVAL_MODES, force_resume=True)
+    assert dict(zip(both.image_index, both.optimizer_version, strict=True)) == {
+        1: "sha256:aaaaaaaaaaaa", 2: "sha256:bbbbbbbbbbbb"}
+    pd.testing.assert_frame_equal(store.read_rows(path), both, check_dtype=False)
+
+
+def _load_provenance(package: Path):
+    # provenance.py imports nothing relative: load this copy's own module
+    spec = importlib.util.spec_from_file_location(f"prov_{package.parent.name}",
+                                                  package / "provenance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_optimizer_version_follows_the_mask_modules_not_the_commit(tmp_path):
+    package = Path(store.__file__).parent
+    here = provenance.optimizer_version()
+    assert re.fullmatch(r"sha256:[0-9a-f]{12}", here)
+    assert here == provenance.optimizer_version()
+    copy = tmp_path / "upx_core"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    prov = _load_provenance(copy)
+    assert prov.optimizer_version() == here  # the same source anywhere, in git or not
+    (copy / "tables.py").write_text("# an unrelated edit\n")
+    assert prov.optimizer_version() == here
+    # the modules that decide a mask's numbers, named here so a module dropped from the hash
+    # is caught
+    for name in ("equations.py", "optimizer.py", "runtime.py", "fold.py", "models.py",
+                 "config.py", "metrics.py"):
+        path = copy / name
+        text = path.read_text()
+        path.write_text(text + "\n# an edit\n")
+        assert prov.optimizer_version() != here, name
+        path.write_text(text)
+    assert prov.optimizer_version() == here
+    seg = prov.segment()
+    assert seg["optimizer_version"] == here
+    assert seg["git_commit"] == "unknown"  # tmp_path is no git checkout

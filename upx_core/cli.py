@@ -123,7 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-images", type=int, default=8,
                     help="images per optimizer batch (default: %(default)s)")
     ev.add_argument("--out", required=True, help="results CSV (resumed if it exists)")
-    ev.add_argument("--no-resume", action="store_true", help="start over, ignoring --out rows")
+    fresh = ev.add_mutually_exclusive_group()
+    fresh.add_argument("--no-resume", action="store_true",
+                       help="start over, ignoring --out rows")
+    fresh.add_argument("--force-resume", action="store_true",
+                       help="resume --out even if its rows were computed by another "
+                            "optimizer version (the source of the mask-computing modules); "
+                            "each row keeps the git_commit and optimizer_version that "
+                            "computed it")
     ev.add_argument("--random-weights", action="store_true",
                     help="the model with random weights (timing only; the numbers mean nothing)")
     _add_hyperparameters(ev)
@@ -327,6 +334,7 @@ def evaluate(args) -> int:
         threshold=args.threshold, batch_images=args.batch_images, device=args.device,
         out_csv=args.out, resume=not args.no_resume, progress=not args.no_progress,
         data_root=root, batch_size=args.batch_size, penalties=_penalties(args),
+        force_resume=args.force_resume,
     )
     if env_world()[0] == 0:  # under torchrun only rank 0 holds the merged table
         if not df.empty:

@@ -40,6 +40,7 @@ from .distributed import process_group
 from .equations import upsample_mask
 from .metrics import relative_improvement, undesirable_pixel_ratio
 from .optimizer import optimize_masks
+from .provenance import segment
 from .runtime import on_device, perturbed_probs
 from .store import COLUMNS, RUN_COLUMNS, part_path
 
@@ -174,6 +175,7 @@ def run_evaluation(
     data_root: str | os.PathLike | None = None,
     batch_size: int | None = None,
     penalties: dict | None = None,
+    force_resume: bool = False,
 ) -> pd.DataFrame:
     """Evaluate every (image, mode, seed) of the protocol; one DataFrame row each.
 
@@ -189,7 +191,9 @@ def run_evaluation(
     out_csv: write the rows there after every batch (atomically); with ``resume`` the rows
         already in it (or in ``<out_csv>.rank*.csv`` parts of a stopped torchrun) are kept and
         not computed again, and a file written with another model or config is an error.
-        ``resume=False`` starts the file afresh.
+        ``resume=False`` starts the file afresh. Each row records the ``git_commit`` and
+        ``optimizer_version`` that computed it; rows of another optimizer version (or of none,
+        from before it was recorded) are refused unless ``force_resume``, which keeps them.
     batch_size: masks per forward pass, passed to ``optimize_masks`` (``None``: all at once
         on the CPU, a size that fits the free memory on CUDA).
     Returns the rows of the requested (image, mode, seed) keys, sorted by them; under torchrun,
@@ -210,14 +214,15 @@ def run_evaluation(
     if isinstance(model, str):
         model = load_model(model, device="cpu")
     model_name = str(getattr(model, "name", type(model).__name__))
-    run = _run_values(model_name, config, float(threshold), _check_penalties(penalties))
+    run = {**_run_values(model_name, config, float(threshold), _check_penalties(penalties)),
+           **segment()}  # the segment: recorded in each row, its version checked on resume
     out = Path(out_csv) if out_csv is not None else None
 
     with process_group(device) as dist_info:
         mine = indices[dist_info.rank::dist_info.world]
         work = None if out is None else (part_path(out, dist_info.rank)
                                          if dist_info.active else out)
-        existing, own = store.existing_rows(out, work, resume, run, dist_info)
+        existing, own = store.existing_rows(out, work, resume, run, dist_info, force_resume)
         wanted = {(i, m, s) for i in mine for m in modes for s in seeds}
         missing = wanted - store.keys(existing)
         todo = [i for i in mine if any((i, m, s) in missing for m in modes for s in seeds)]
@@ -230,7 +235,7 @@ def run_evaluation(
         try:
             new = _evaluate(model, todo, missing, modes, seeds, config, run, batch_images,
                             dist_info, work, own, progress and not dist_info.active, data_root,
-                            batch_size, resume)
+                            batch_size, resume, force_resume)
         except BaseException as err:  # told to the other ranks before re-raising
             error = err
         if dist_info.any_true(error is not None) and error is None:
@@ -259,7 +264,7 @@ def run_evaluation(
 
 
 def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dist_info,
-              work, own, progress, data_root, batch_size, resume) -> list[dict]:
+              work, own, progress, data_root, batch_size, resume, force_resume) -> list[dict]:
     if not todo:
         return []
     dev = dist_info.device
@@ -284,7 +289,8 @@ def _evaluate(model, todo, missing, modes, seeds, config, run, batch_images, dis
                     # file at the same time keeps its rows; a fresh run replaces the old file
                     # at its first write (own is empty then)
                     store.add_rows(store.concat([own, store.frame(new)]), work, run,
-                                   EVAL_MODES, replace=(n == 0 and not resume))
+                                   EVAL_MODES, replace=(n == 0 and not resume),
+                                   force_resume=force_resume)
                 bar.update(len(batch))
         finally:
             bar.close()
@@ -331,7 +337,7 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
             "ratio": r, "relative_improvement_thresholded": rel_thr,
             **{c: run[c] for c in RUN_COLUMNS if c != "model"},
             "channels_last": config.channels_last,
-            "device": str(dev),
+            "device": str(dev), **{c: run[c] for c in store.SEGMENT_COLUMNS},
         }
 
     rows = []

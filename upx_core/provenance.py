@@ -2,12 +2,15 @@
 
 Larger evaluation runs are stored as a CSV plus a small JSON sidecar (:func:`save_results`), so a
 chapter can show them beside its own live run and say where they came from; the benchmarks
-record the same :func:`hardware` and :func:`git_commit`.
+record the same :func:`hardware` and :func:`git_commit`. Every row of ``upx evaluate``'s CSV
+records the segment of the run that computed it (:func:`segment`): the commit, and the
+:func:`optimizer_version` that decides whether a stopped run may be resumed by this code.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -17,7 +20,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-__all__ = ["hardware", "git_commit", "provenance", "save_results", "load_results"]
+__all__ = ["hardware", "git_commit", "MASK_MODULES", "optimizer_version", "segment",
+           "provenance", "save_results", "load_results"]
+
+# The modules whose code decides a mask's numbers: the equations, their optimization, the
+# forward passes, BatchNorm folding, the classifiers and their weights, the settings and the
+# metrics stored beside the masks.
+MASK_MODULES = ("equations.py", "optimizer.py", "runtime.py", "fold.py", "models.py",
+                "config.py", "metrics.py")
 
 
 def hardware() -> str:
@@ -48,6 +58,31 @@ def git_commit(repo: str | os.PathLike | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty.strip() else "")
+
+
+def optimizer_version() -> str:
+    """A short, stable name of the code that computes the masks: ``sha256:`` and the first 12
+    hex digits of the SHA-256 of the :data:`MASK_MODULES`' source, read now from this package.
+
+    A resumed evaluation must not mix rows computed by different code under one CSV, and the
+    commit cannot decide that: it changes with every unrelated edit (a README, a chapter, a
+    test) and is unknown outside a git checkout. The source of the modules that compute a mask
+    changes only when they do. Any edit to them counts, a docstring or a comment too: telling
+    those apart would need a parser's judgement of what changes a number, and a needless
+    refusal costs one ``--force-resume``, a silent mix a wrong table. The ``sha256:`` prefix
+    keeps a plain ``pd.read_csv`` from reading a digits-only (or ``123e4...``) hash as a number.
+    """
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for name in MASK_MODULES:
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()[:12]
+
+
+def segment() -> dict[str, str]:
+    """The code computing rows now, as ``upx evaluate`` records it in each row: ``git_commit``
+    (:func:`git_commit`, ``"unknown"`` outside a git checkout) and ``optimizer_version``."""
+    return {"git_commit": git_commit() or "unknown", "optimizer_version": optimizer_version()}
 
 
 def provenance(command: str, wall_s: float | None = None, **extra) -> dict:

@@ -8,6 +8,12 @@ own part (:func:`part_path`) which :func:`merge_parts` folds into the main file.
 write the same file at once (``upx evaluate --modes ftc`` and ``--modes fntc``) add their rows
 under a lock (:func:`add_rows`): each write merges with what is on disk, so neither loses the
 other's rows. :mod:`upx_core.evaluation` decides which rows to compute; this module stores them.
+
+A run can be stopped and resumed many times, by other code each time: every row records the
+segment that computed it (:data:`SEGMENT_COLUMNS`: the git commit and the optimizer version of
+:func:`upx_core.provenance.optimizer_version`). Rows of another optimizer version are refused
+(:func:`check_version`) unless the resume is forced; then both kinds stay, each row with its
+own version. A CSV from before these columns reads as version ``unknown``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from .io import atomic_write_bytes
 __all__ = [
     "KEY",
     "RUN_COLUMNS",
+    "SEGMENT_COLUMNS",
+    "UNKNOWN",
     "COLUMNS",
     "part_path",
     "part_paths",
@@ -35,6 +43,7 @@ __all__ = [
     "locked",
     "read_rows",
     "check_compatible",
+    "check_version",
     "existing_rows",
     "merge_parts",
     "sort_rows",
@@ -50,12 +59,15 @@ KEY = ["image_index", "mode", "seed"]
 RUN_COLUMNS = ["model", "threshold", "iterations", "lr", "mask_size", "sigma", "kernel_size",
                "objective", "reduction", "ftc_form", "init_noise", "lambda1", "lambda2",
                "beta", "gamma", "precision"]
+# Which code computed a row (recorded, not run settings: a forced resume mixes them).
+SEGMENT_COLUMNS = ["git_commit", "optimizer_version"]
+UNKNOWN = "unknown"  # a segment column's value in a CSV written before it existed
 COLUMNS = [
     *KEY, "file", "model", "target", "target_name", "prob_before", "prob_after",
     "relative_improvement", "ratio", "relative_improvement_thresholded", "threshold",
     "iterations", "lr", "mask_size", "sigma", "kernel_size", "objective", "reduction",
     "ftc_form", "init_noise", "lambda1", "lambda2", "beta", "gamma", "precision",
-    "channels_last", "device",
+    "channels_last", "device", *SEGMENT_COLUMNS,
 ]
 
 
@@ -96,34 +108,44 @@ def locked(path: Path):
 
 
 def add_rows(df: pd.DataFrame, path: Path, run: dict, mode_order: Sequence[str],
-             replace: bool = False) -> pd.DataFrame:
+             replace: bool = False, force_resume: bool = False) -> pd.DataFrame:
     """Merge ``df`` into the rows on disk at ``path`` under its lock, and write them back.
 
     Rows another process wrote since this one last read are kept; for a key both hold, the
     rows already on disk win (the same key means the same image, mode, seed and settings).
     ``replace``: ignore what is on disk (a run that starts afresh, at its first write). A file
-    whose rows disagree with ``run`` (another run's settings) is refused. Returns all rows.
+    whose rows disagree with ``run`` (another run's settings) is refused, and unless
+    ``force_resume`` one with rows of another ``run["optimizer_version"]``. Returns all rows.
     """
     with locked(path):
         on_disk = read_rows(path) if path.exists() and not replace else frame([])
         if not on_disk.empty:
             check_compatible(on_disk, run, path)
+            if not force_resume:
+                check_version(on_disk, run["optimizer_version"], path)
         rows = sort_rows(concat([on_disk, df]), mode_order)
         write_rows(rows, path)
     return rows
 
 
 def read_rows(path: Path) -> pd.DataFrame:
-    """The rows of an evaluation CSV (an empty file is no rows); another CSV is an error."""
+    """The rows of an evaluation CSV (an empty file is no rows); another CSV is an error.
+
+    A CSV written before :data:`SEGMENT_COLUMNS` existed gets them, as :data:`UNKNOWN`.
+    """
     try:
-        df = pd.read_csv(path, keep_default_na=False)
+        # as text: a git commit or a version made of digits must not become a number
+        df = pd.read_csv(path, keep_default_na=False, dtype=dict.fromkeys(SEGMENT_COLUMNS, str))
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=COLUMNS)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not an evaluation CSV ({type(err).__name__})") from None
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in COLUMNS if c not in df.columns and c not in SEGMENT_COLUMNS]
     if missing:
         raise ValueError(f"{path} is not an evaluation CSV (missing columns {missing})")
+    for col in SEGMENT_COLUMNS:
+        if col not in df.columns:
+            df[col] = UNKNOWN
     return df
 
 
@@ -139,6 +161,18 @@ def check_compatible(df: pd.DataFrame, run: dict, path: Path) -> None:
                     f"{path} holds rows with {col}={have!r}, this run has {col}={want!r}; "
                     "write to another out_csv or pass resume=False to start it afresh"
                 )
+
+
+def check_version(df: pd.DataFrame, version: str, path: Path) -> None:
+    """Raise ValueError if a row of ``df`` was computed by an optimizer version other than
+    ``version``: resuming would mix two codes' numbers in one table without saying so."""
+    others = sorted(set(df["optimizer_version"].astype(str)) - {version})
+    if others:
+        raise ValueError(
+            f"{path} holds rows of optimizer version {', '.join(others)}, this run is optimizer "
+            f"version {version}; pass --force-resume (force_resume=True) to add its rows beside "
+            "them, each row keeping its own version, or write to another out_csv"
+        )
 
 
 def sort_rows(df: pd.DataFrame, mode_order: Sequence[str]) -> pd.DataFrame:
@@ -181,12 +215,14 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return out.drop_duplicates(subset=KEY, keep="first").reset_index(drop=True)
 
 
-def existing_rows(out: Path | None, work: Path | None, resume: bool, run: dict, dist_info):
+def existing_rows(out: Path | None, work: Path | None, resume: bool, run: dict, dist_info,
+                  force_resume: bool = False):
     """(every row on disk, the rows already in this process's own file ``work``).
 
     Without ``resume`` the run starts afresh: rank 0 removes stale parts (and, under torchrun,
     ``out``; a single process replaces ``out`` at its first write). With it, every file is
-    checked against ``run``. ``dist_info``: a :class:`~upx_core.distributed.DistInfo`.
+    checked against ``run``: its settings, and unless ``force_resume`` its optimizer version.
+    ``dist_info``: a :class:`~upx_core.distributed.DistInfo`.
     """
     if out is None:
         return frame([]), frame([])
@@ -202,6 +238,8 @@ def existing_rows(out: Path | None, work: Path | None, resume: bool, run: dict, 
     for p, df in frames.items():
         if not df.empty:
             check_compatible(df, run, p)
+            if not force_resume:
+                check_version(df, run["optimizer_version"], p)
     existing = concat(list(frames.values()))
     own = existing if not dist_info.active else frames.get(work, frame([]))
     return existing, own
