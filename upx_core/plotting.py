@@ -9,13 +9,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colorbar import Colorbar
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from .result import UPXResult
 
 __all__ = [
-    "to_numpy_image", "overlay", "heatmap_rgb", "heatmap_title", "show_explanation",
-    "explanation_grid",
+    "to_numpy_image", "overlay", "heatmap_rgb", "heatmap_title", "blur_colorbar",
+    "show_explanation", "explanation_grid",
 ]
 
 
@@ -45,6 +48,19 @@ MODE_NAMES = {"baseline": "Eq. 3", "ftc": "F-TC", "fntc": "F-NTC", "deletion": "
 THRESHOLD = 0.6  # Table 2's: a pixel counts as blurred when 1 - M' > 0.6
 
 
+COLORBAR_LABEL = "how strongly the pixel is blurred, 1 \u2212 M\u2032"
+
+
+def blur_colorbar(fig: Figure, axes: Sequence[Axes] | Axes, cmap: str = "jet",
+                  label: str = COLORBAR_LABEL) -> Colorbar:
+    """The heatmaps' scale, beside ``axes``: 0 (kept as it is) to 1 (replaced by its blur)."""
+    mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
+    bar = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02, aspect=30)
+    bar.set_label(label, fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    return bar
+
+
 def heatmap_title(mode: str) -> str:
     """What 1 - M' shows for a mode: pixels that hinder the target, except for ref. [3]'s
     deletion mask, whose blurred pixels are the ones the class needs."""
@@ -69,14 +85,17 @@ def show_explanation(
     k: int = 0,
     axes: Sequence[Axes] | None = None,
     title: str | None = None,
+    colorbar: bool | None = None,
 ) -> Figure:
     """Three panels for mask (b, k): image, undesirable pixels over it, perturbed image.
 
     The target probability before -> after is written under the perturbed image, as in the
-    paper's figures.
+    paper's figures. ``colorbar`` adds the heatmap's scale (:func:`blur_colorbar`); by default
+    only to a figure of its own (a caller's ``axes`` belong to a layout the caller controls).
     """
     if axes is None:
-        fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+        fig, axes = plt.subplots(1, 3, figsize=(9.8, 3.3), layout="constrained")
+        colorbar = colorbar is not False
     else:
         fig = axes[0].figure
     target = result.class_name(int(result.targets[b, k]))
@@ -92,7 +111,8 @@ def show_explanation(
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    if colorbar:
+        blur_colorbar(fig, list(axes))
     return fig
 
 
@@ -102,19 +122,20 @@ def explanation_grid(
     pairs: Sequence[tuple[int, int]] | None = None,
     labels: Sequence[str] | None = None,
     show_perturbed: bool = False,
+    colorbar: bool = True,
 ) -> Figure:
     """One column per (b, k) pair: heatmap over the image, captioned target and before -> after.
 
     With ``show_perturbed`` a second row shows the perturbed images. ``labels`` title the
-    columns (default: mode and trial seed).
+    columns (default: mode and trial seed); ``colorbar`` adds the heatmaps' scale.
     """
     b_count, k_count = result.targets.shape
     pairs = list(pairs) if pairs is not None else [
         (b, k) for b in range(b_count) for k in range(k_count)
     ]
     rows = 2 if show_perturbed and result.perturbed is not None else 1
-    fig, axes = plt.subplots(rows, len(pairs), figsize=(2.6 * len(pairs), 2.9 * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, len(pairs), figsize=(2.6 * len(pairs) + 1.0, 2.9 * rows),
+                             squeeze=False, layout="constrained")
     for col, (b, k) in enumerate(pairs):
         s = result.settings[k]
         target = result.class_name(int(result.targets[b, k]))
@@ -134,5 +155,6 @@ def explanation_grid(
                           fontsize=9)
     if rows == 2:
         axes[1, 0].set_ylabel("perturbed image", fontsize=9)
-    fig.tight_layout()
+    if colorbar:
+        blur_colorbar(fig, list(axes.ravel()))
     return fig

@@ -52,12 +52,11 @@ def result_pngs(
         image = image[b]
     pngs = []
     for k in range(result.targets.shape[1]):
-        fig = Figure(figsize=(7.5, 3.2 if titles is not None else 2.9))
+        fig = Figure(figsize=(8.2, 3.2 if titles is not None else 2.9), layout="constrained")
         axes = fig.subplots(1, 3)
-        show_explanation(result, image, b=b, k=k, axes=axes)
         if titles is not None:
             fig.suptitle(titles[k], fontsize=11)
-            fig.tight_layout()
+        show_explanation(result, image, b=b, k=k, axes=axes)
         pngs.append(figure_png(fig, dpi))
     return pngs
 
