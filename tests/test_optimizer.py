@@ -336,13 +336,21 @@ def test_empty_settings_and_bad_batch_size_raise():
     ({"kernel_size": 0}, "kernel_size"),
     ({"kernel_size": -3}, "kernel_size"),
     ({"kernel_size": 11.0}, "kernel_size"),
-    ({"objective": "logit"}, "objective"),
+    ({"objective": "logits"}, "objective"),
     ({"reduction": "max"}, "reduction"),
     ({"ftc_form": "l1"}, "ftc_form"),
     ({"init_noise": -0.1}, "init_noise"),
     ({"init_noise": 1.5}, "init_noise"),
     ({"amp": "fp16"}, "amp"),
     ({"check_every": 0}, "check_every"),
+    ({"perturb_noise": -0.1}, "perturb_noise"),
+    ({"perturb_noise": float("nan")}, "perturb_noise"),
+    ({"perturb_noise": float("inf")}, "perturb_noise"),
+    ({"perturb_noise": "0.1"}, "perturb_noise"),
+    ({"tv_root": 0}, "tv_root"),
+    ({"tv_root": "False"}, "tv_root"),
+    ({"blur": "median"}, "blur"),
+    ({"blur": "Gaussian"}, "blur"),
 ])
 def test_optim_config_rejects_bad_values_naming_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -385,6 +393,8 @@ def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
                       lr=np.float32(0.25), check_every=np.int64(2))
     assert (cfg.iterations, cfg.mask_size, cfg.kernel_size, cfg.lr) == (5, 14, 5, 0.25)
     json.dumps([asdict(s), cfg.to_dict()])  # what result.json and the CSV store write
+    noisy = OptimConfig(perturb_noise=np.float32(0.25))
+    assert noisy.perturb_noise == 0.25 and type(noisy.perturb_noise) is float
     assert MaskSetting(seed=2**64 - 1).seed == 2**64 - 1
     assert initial_mask(2**64 - 1, 4, 0.5).shape == (1, 4, 4)
 
@@ -397,6 +407,10 @@ def test_config_accepts_the_paper_defaults_and_edges():
     assert (s.lambda1, s.lambda2, s.beta, s.gamma) == (1.7, 3.0, 2.0, 0.3)
     MaskSetting(lambda1=0, lambda2=0, gamma=0, beta=1)
     OptimConfig(kernel_size=1, init_noise=0.0, mask_size=2)
+    c = OptimConfig(objective="logit", perturb_noise=0.045, tv_root=False, blur="gaussian+median")
+    assert (c.objective, c.perturb_noise, c.tv_root, c.blur) == (
+        "logit", 0.045, False, "gaussian+median")
+    assert (cfg.perturb_noise, cfg.tv_root, cfg.blur) == (0.0, True, "gaussian")
     assert OptimConfig().replace(iterations=5).iterations == 5
     assert OptimConfig().to_dict()["lr"] == 0.1
     assert [(s.mode, s.seed) for s in settings_grid(("ftc", "fntc"), (0, 1))] == [

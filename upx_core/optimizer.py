@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import MODES, MaskSetting, OptimConfig
-from .equations import blur, loss_terms, perturb, upsample_mask
+from .equations import blur_for, loss_terms, perturb, upsample_mask
 from .fold import fold_batchnorm
 from .result import TERMS, UPXResult
 from .runtime import (
@@ -152,7 +152,7 @@ def _optimize_all(model, images, image_targets, settings, config, dev, batch_siz
     if batch_size is None and dev.type == "cuda":
         batch_size = cuda_batch_size(model, size, dev, config)
     images = images.detach().to(dev, torch.float32)
-    blurred = blur(images, config.sigma, config.kernel_size)  # once per image
+    blurred = blur_for(images, config)  # once per image
     with torch.no_grad():
         logits_clean = torch.cat([
             forward(model, images[i:i + 64], config) for i in range(0, b, 64)
