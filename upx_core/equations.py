@@ -55,9 +55,13 @@ def median_blur(images: torch.Tensor, kernel_size: int = 11) -> torch.Tensor:
     if kernel_size <= 0 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
     pad = kernel_size // 2
-    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect") if pad else images
-    windows = padded.unfold(2, kernel_size, 1).unfold(3, kernel_size, 1)
-    return windows.reshape(*images.shape, kernel_size * kernel_size).median(dim=-1).values
+    out = torch.empty_like(images)
+    for i in range(images.shape[0]):  # one image at a time: its windows take k^2 x its memory
+        x = images[i:i + 1]
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad else x
+        windows = padded.unfold(2, kernel_size, 1).unfold(3, kernel_size, 1)
+        out[i:i + 1] = windows.reshape(*x.shape, kernel_size**2).median(dim=-1).values
+    return out
 
 
 def blur_for(images: torch.Tensor, config: OptimConfig) -> torch.Tensor:
