@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, sample_path
 from upx_core import optimizer as opt_mod
-from upx_core.equations import blur, perturb, upsample_mask
+from upx_core.equations import blur_for, perturb, upsample_mask
 from upx_core.evaluation import run_evaluation, select_images
 from upx_core.runtime import channels_last_weights, forward, frozen, resolve_device
 from upx_core.tables import summary_table
@@ -76,7 +76,7 @@ def flops_per_mask_iteration(model, dev, config: OptimConfig) -> dict:
         fwd = fc.get_total_flops()
         mask = torch.ones(1, 1, config.mask_size, config.mask_size, device=dev,
                           requires_grad=True)
-        hx = blur(x, config.sigma, config.kernel_size)
+        hx = blur_for(x, config)
         with FlopCounterMode(display=False) as fc:
             q = perturb(x, hx, upsample_mask(mask, (224, 224)))
             forward(model, q, config).logsumexp(1).sum().backward()

@@ -11,11 +11,13 @@ import torch
 from upx_core.config import MODES, OptimConfig
 from upx_core.equations import (
     blur,
+    blur_for,
     fntc_penalty,
     ftc_penalty,
     l1_norm,
     loss_terms,
     mask_penalty,
+    median_blur,
     perturb,
     tv_norm,
     upsample_mask,
@@ -32,6 +34,9 @@ MASK3 = torch.tensor([[0.0, 0.4, 0.4],
 TV3_BETA2_SUM = 0.5 + 0.6 + 0.7 + math.sqrt(0.25 + 0.64)
 TV3_BETA1_SUM = 0.7 + 0.6 + 0.7 + 1.3
 TV3_BETA3_SUM = (0.3**3 + 0.4**3) ** (1 / 3) + 0.6 + 0.7 + (0.5**3 + 0.8**3) ** (1 / 3)
+# Without the 1/beta root (tv_norm(root=False)): sum over the cells of |dy|^beta + |dx|^beta.
+TV3_BETA2_NOROOT_SUM = 0.09 + 0.16 + 0.36 + 0.49 + 0.25 + 0.64  # 1.99
+TV3_BETA3_NOROOT_SUM = 0.027 + 0.064 + 0.216 + 0.343 + 0.125 + 0.512  # 1.287
 # ||1 - M||_1 over all 9 entries.
 L1_3_SUM = 1.0 + 0.6 + 0.6 + 0.7 + 0.0 + 0.8 + 0.7 + 0.5 + 0.1
 
@@ -80,6 +85,48 @@ def test_blur_of_impulse_is_the_normalized_gaussian_kernel():
     assert abs(float(out.sum()) - 1.0) < 1e-6
 
 
+# --- median blur and the choice of h(X) --------------------------------------------------------
+
+def test_median_blur_hand_values_with_reflect_padding():
+    # Reflect padding (the edge is not repeated) of 1..9 in a 3 x 3 grid gives the windows
+    # whose sorted values are written out here; the median is the 5th of 9.
+    x = torch.arange(1.0, 10.0).view(1, 1, 3, 3)
+    windows = {
+        (0, 0): [5, 4, 5, 2, 1, 2, 5, 4, 5], (0, 1): [4, 5, 6, 1, 2, 3, 4, 5, 6],
+        (0, 2): [5, 6, 5, 2, 3, 2, 5, 6, 5], (1, 0): [2, 1, 2, 5, 4, 5, 8, 7, 8],
+        (1, 1): list(range(1, 10)), (1, 2): [2, 3, 2, 5, 6, 5, 8, 9, 8],
+        (2, 0): [5, 4, 5, 8, 7, 8, 5, 4, 5], (2, 1): [4, 5, 6, 7, 8, 9, 4, 5, 6],
+        (2, 2): [5, 6, 5, 8, 9, 8, 5, 6, 5],
+    }
+    expected = torch.tensor([[4.0, 4.0, 5.0], [5.0, 5.0, 5.0], [5.0, 6.0, 6.0]])
+    for (i, j), w in windows.items():
+        assert sorted(w)[4] == expected[i, j]
+    assert torch.equal(median_blur(x, 3)[0, 0], expected)
+
+
+def test_median_blur_removes_an_impulse_keeps_a_constant_and_an_edge():
+    impulse = torch.zeros(2, 3, 15, 15)
+    impulse[..., 7, 7] = 1.0
+    assert torch.equal(median_blur(impulse, 11), torch.zeros_like(impulse))
+    const = torch.full((1, 3, 12, 13), 0.37)
+    assert torch.equal(median_blur(const, 11), const)
+    edge = torch.zeros(1, 1, 12, 12)
+    edge[..., 6:] = 1.0  # a straight edge is its own median (the Gaussian would smear it)
+    assert torch.equal(median_blur(edge, 5), edge)
+    assert median_blur(const, 1).equal(const)
+    with pytest.raises(ValueError, match="kernel_size"):
+        median_blur(const, 4)
+
+
+def test_blur_for_follows_the_config():
+    x = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    gaussian = OptimConfig(sigma=2.0, kernel_size=5)
+    assert torch.equal(blur_for(x, gaussian), blur(x, 2.0, 5))
+    mixed = gaussian.replace(blur="gaussian+median")
+    assert torch.equal(blur_for(x, mixed), (blur(x, 2.0, 5) + median_blur(x, 5)) / 2)
+    assert not torch.equal(blur_for(x, mixed), blur_for(x, gaussian))
+
+
 # --- M' = Inp(M) --------------------------------------------------------------------------------
 
 def test_upsample_of_constant_mask_is_constant():
@@ -104,6 +151,25 @@ def test_tv_norm_hand_values(beta, expected_sum):
     _close(tv_norm(MASK3, beta, reduction="sum"), expected_sum)
     # mean divides by the (m - 1)^2 cells, not the m^2 entries
     _close(tv_norm(MASK3, beta, reduction="mean"), expected_sum / 4)
+
+
+@pytest.mark.parametrize("beta, expected_sum", [(2.0, TV3_BETA2_NOROOT_SUM),
+                                                (1.0, TV3_BETA1_SUM),  # root of power 1
+                                                (3.0, TV3_BETA3_NOROOT_SUM)])
+def test_tv_norm_without_root_hand_values(beta, expected_sum):
+    _close(tv_norm(MASK3, beta, reduction="sum", root=False), expected_sum)
+    _close(tv_norm(MASK3, beta, reduction="mean", root=False), expected_sum / 4)
+    # per-mask betas broadcast as in the rooted form
+    both = tv_norm(MASK3.expand(2, 1, 3, 3), torch.tensor([2.0, 3.0]), "sum", root=False)
+    torch.testing.assert_close(both, torch.tensor([TV3_BETA2_NOROOT_SUM, TV3_BETA3_NOROOT_SUM]))
+
+
+def test_tv_norm_without_root_has_a_finite_gradient_on_flat_cells():
+    mask = torch.full((1, 1, 5, 5), 0.6)
+    mask[..., 3:, 3:] = 0.1
+    mask.requires_grad_(True)
+    tv_norm(mask, 2.0, reduction="sum", root=False).backward()
+    assert torch.isfinite(mask.grad).all() and mask.grad.abs().sum() > 0
 
 
 def test_tv_norm_of_constant_mask_is_zero_with_a_finite_zero_gradient():
@@ -225,10 +291,10 @@ def test_per_mask_gamma_and_target_broadcast_like_separate_calls():
 # --- loss_terms: the loss each mode minimizes --------------------------------------------------
 
 def _terms(logits, clean, mask, target, modes, objective, lambda1=1.7, lambda2=3.0, beta=2.0,
-           gamma=0.3, reduction="sum"):
+           gamma=0.3, reduction="sum", tv_root=True):
     n = logits.shape[0]
     full = lambda v: torch.full((n,), float(v))  # noqa: E731
-    config = OptimConfig(objective=objective, reduction=reduction)
+    config = OptimConfig(objective=objective, reduction=reduction, tv_root=tv_root)
     mode = torch.tensor([MODES.index(m) for m in modes])
     return loss_terms(logits, clean, mask, target, mode, full(lambda1), full(lambda2),
                            full(beta), full(gamma), config)
@@ -265,6 +331,35 @@ def test_loss_terms_match_the_documented_formula_per_mode(objective):
     # deletion lowers what baseline raises: the same term, opposite sign
     assert float(out["f_term"][3]) == -float(out["f_term"][0])
     assert float(out["f_term"][3]) != 0
+
+
+def test_loss_terms_with_the_logit_objective_per_mode():
+    logits = MOVED.expand(4, 4)
+    out = _terms(logits, CLEAN.expand(4, 4), MASK3.expand(4, 1, 3, 3), TARGET.expand(4),
+                 list(MODES), "logit")
+    y = MOVED[0].tolist()
+    y_k, lse_others = y[3], math.log(sum(math.exp(v) for v in y[:3]))
+    r_m = 1.7 * TV3_BETA2_SUM + 3.0 * L1_3_SUM
+    expected_f = {"baseline": -y_k, "ftc": -y_k, "fntc": lse_others, "deletion": y_k}
+    expected_reg = {"baseline": 0.0, "ftc": 0.3 * 0.5 / 3, "fntc": 0.3 * 10.0, "deletion": 0.0}
+    for i, mode in enumerate(MODES):
+        assert abs(float(out["f_term"][i]) - expected_f[mode]) < 1e-5, mode
+        total = expected_f[mode] + r_m + expected_reg[mode]
+        assert abs(float(out["total"][i]) - total) < 1e-5, mode
+    # the recorded probability stays f_k(Q), whatever the objective
+    e = [math.exp(v) for v in y]
+    torch.testing.assert_close(out["prob"], torch.full((4,), e[3] / sum(e)))
+
+
+def test_loss_terms_take_tv_without_root_when_asked():
+    args = (MOVED, CLEAN, MASK3, TARGET, ["baseline"], "prob")
+    rooted, plain = _terms(*args), _terms(*args, tv_root=False)
+    _close(plain["tv"], TV3_BETA2_NOROOT_SUM)
+    _close(plain["total"] - rooted["total"], 1.7 * (TV3_BETA2_NOROOT_SUM - TV3_BETA2_SUM))
+    torch.testing.assert_close(plain["total"], plain["f_term"] + 1.7 * plain["tv"]
+                               + 3.0 * plain["l1"] + plain["r_factors"])
+    _close(mask_penalty(MASK3, 1.7, 3.0, 2.0, "sum", tv_root=False),
+           1.7 * TV3_BETA2_NOROOT_SUM + 3.0 * L1_3_SUM)
 
 
 def test_loss_terms_log_others_is_exact_when_target_dominates():
@@ -314,3 +409,9 @@ def test_fntc_would_move_the_target_logit_under_the_probability_only_below_a_qua
     # y_k at all under the probability objective.
     assert _fntc_pull_on_target_logit(0.5, "prob", gamma=0.24) < 0
     assert _fntc_pull_on_target_logit(0.5, "prob", gamma=0.26) > 0
+
+
+@pytest.mark.parametrize("f_k", [0.05, 0.5, 0.99])
+def test_fntc_never_moves_the_target_logit_up_under_the_logit_objective(f_k):
+    # logit: LSE_{i != k} y_i does not depend on y_k, so only R_F-NTC pulls on it (by gamma).
+    assert abs(_fntc_pull_on_target_logit(f_k, "logit") - 0.3) < 1e-6

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks, settings_grid
-from upx_core.equations import blur, perturb, upsample_mask
-from upx_core.optimizer import initial_mask
+from upx_core.equations import blur, blur_for, median_blur, perturb, tv_norm, upsample_mask
+from upx_core.optimizer import _noise, initial_mask, noise_generators
 from upx_core.result import TERMS
+from upx_core.runtime import perturbed_probs
 
 TUSKER, INDIAN_ELEPHANT, AFRICAN_ELEPHANT = 101, 385, 386
 CROP = 80  # conftest.crops
@@ -111,6 +112,107 @@ def test_initial_mask_depends_only_on_seed_and_noise():
     assert a.shape == (1, 28, 28) and a.min() >= 0.5 and a.max() <= 1.0
     assert not torch.equal(a, initial_mask(8, 28, 0.5))
     assert torch.equal(initial_mask(7, 28, 0.0), torch.ones(1, 28, 28))
+
+
+# --- the jacobgil readings: noise on Q, logit objective, TV without root, Gaussian+median ------
+
+# std 0.2 (rather than 0.045) so that the noise moves the masks far beyond the batch-layout
+# tolerance within LAYOUT_CONFIG's three small steps
+NOISY = LAYOUT_CONFIG.replace(perturb_noise=0.2)
+
+
+@pytest.fixture(scope="module")
+def noisy(model, crops):
+    return run(model, crops, settings=SETTINGS, config=NOISY)
+
+
+def test_perturb_noise_is_seeded_per_mask_and_bit_identical_across_runs(model, crops, noisy,
+                                                                        batched):
+    again = run(model, crops, settings=SETTINGS, config=NOISY)
+    assert torch.equal(again.masks, noisy.masks) and torch.equal(again.history, noisy.history)
+    # the noise changed the masks, beyond the batch-layout tolerance below
+    assert (noisy.masks - batched.masks).abs().max() > 5e-3
+    # another batch composition: order swapped, and each mask alone (chunks of one)
+    swapped = run(model, crops, settings=SETTINGS[::-1], config=NOISY)
+    assert torch.equal(swapped.masks.flip(1), noisy.masks)
+    chunked = run(model, crops, settings=SETTINGS, config=NOISY, batch_size=1)
+    alone = run(model, crops[1], settings=SETTINGS[0], config=NOISY)
+    assert torch.equal(chunked.masks[1, 0], alone.masks[0, 0])
+    # in one batch of four, a mask keeps its noise: equal up to convolution reassociation
+    # (see test_batched_run_equals_masks_run_one_by_one)
+    diff = (noisy.masks - chunked.masks).abs().flatten()
+    assert diff.quantile(0.99) < 1e-5 and diff.max() < 5e-4, diff.max()
+
+
+def test_perturb_noise_makes_trials_from_m_equal_1_differ(model, crops):
+    seeds = settings_grid(modes=("ftc",), seeds=(0, 1))
+    cfg = NOISY.replace(init_noise=0.0)
+    r = run(model, crops[1], settings=seeds, config=cfg)
+    assert (r.masks[0, 0] - r.masks[0, 1]).abs().max() > 1e-3  # without noise: equal
+    # the noise streams differ from the trials' M0 streams and from each other
+    g0, g1 = noise_generators(seeds)
+    first = torch.randn(3, generator=g0)
+    assert not torch.equal(first, torch.randn(3, generator=g1))
+    assert not torch.equal(first, torch.randn(3, generator=torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_perturb_noise_on_cuda_is_the_cpu_draw():
+    # drawn on the CPU, copied through pinned memory without a sync: the same bits on CUDA
+    on_cpu = _noise(noise_generators(SETTINGS), (3, 8, 8), 0.2, torch.device("cpu"))
+    on_cuda = _noise(noise_generators(SETTINGS), (3, 8, 8), 0.2, torch.device("cuda"))
+    torch.cuda.synchronize()
+    assert on_cuda.is_cuda and torch.equal(on_cuda.cpu(), on_cpu)
+
+
+def test_zero_perturb_noise_is_the_default_run(model, crops, batched):
+    assert LAYOUT_CONFIG.perturb_noise == 0.0
+    zero = run(model, crops, settings=SETTINGS, config=LAYOUT_CONFIG.replace(perturb_noise=0.0))
+    assert torch.equal(zero.masks, batched.masks) and torch.equal(zero.history, batched.history)
+
+
+def test_final_probabilities_are_measured_without_noise(model, crops, noisy):
+    # probs_after and the kept perturbed images are Eq. 1 with the final masks, no noise added
+    q = perturb(crops.repeat_interleave(2, dim=0), blur_for(crops, NOISY).repeat_interleave(2, 0),
+                upsample_mask(noisy.masks.flatten(0, 1), (CROP, CROP)))
+    torch.testing.assert_close(noisy.perturbed.flatten(0, 1), q, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        after = torch.softmax(model(q), dim=1)
+    torch.testing.assert_close(noisy.probs_after.flatten(0, 1), after, atol=1e-5, rtol=1e-4)
+
+
+def test_logit_objective_and_rootless_tv_reach_the_recorded_terms(model, crops):
+    # M0 = 1: Q = X at the first step, so f_term is -y_k (baseline), LSE of the others (fntc)
+    # or +y_k (deletion) of the clean logits
+    modes = settings_grid(modes=("baseline", "fntc", "deletion"), seeds=(0,))
+    cfg = OptimConfig(iterations=1, objective="logit", init_noise=0.0, tv_root=False)
+    r = run(model, crops[:1], settings=modes, config=cfg)
+    with torch.no_grad():
+        y = model(crops[:1])[0].double()
+    k = int(r.targets[0, 0])
+    others = torch.cat([y[:k], y[k + 1:]]).logsumexp(0)
+    f_term = r.history[0, 0, :, TERMS.index("f_term")].double()
+    torch.testing.assert_close(f_term, torch.stack([-y[k], others, y[k]]), atol=1e-4, rtol=1e-5)
+    # TV without its root: with init_noise 0.5 the first step records tv_norm(M0, root=False)
+    cfg = cfg.replace(init_noise=0.5, objective="prob")
+    r = run(model, crops[:1], settings=modes[0], config=cfg)
+    m0 = initial_mask(0, cfg.mask_size, 0.5).unsqueeze(0)
+    tv = r.history[0, 0, 0, TERMS.index("tv")]
+    assert torch.equal(tv, tv_norm(m0, 2.0, "mean", root=False)[0])
+    assert not torch.equal(tv, tv_norm(m0, 2.0, "mean")[0])
+
+
+def test_gaussian_median_blur_is_what_the_optimizer_and_perturbed_probs_use(model, crops):
+    cfg = LAYOUT_CONFIG.replace(iterations=1, blur="gaussian+median")
+    r = run(model, crops, config=cfg)
+    up = upsample_mask(r.masks[:, 0], (CROP, CROP))
+    hx = (blur(crops, cfg.sigma, cfg.kernel_size) + median_blur(crops, cfg.kernel_size)) / 2
+    torch.testing.assert_close(r.perturbed[:, 0], perturb(crops, hx, up), atol=1e-6, rtol=0)
+    torch.testing.assert_close(perturbed_probs(model, crops, up, cfg), r.probs_after[:, 0],
+                               atol=1e-5, rtol=1e-4)
+    # ...and the Gaussian h(X) would give other perturbed images
+    gauss = perturb(crops, blur(crops, cfg.sigma, cfg.kernel_size), up)
+    assert (r.perturbed[:, 0] - gauss).abs().max() > 1e-2
 
 
 # --- what a result holds --------------------------------------------------------------------------
@@ -336,13 +438,21 @@ def test_empty_settings_and_bad_batch_size_raise():
     ({"kernel_size": 0}, "kernel_size"),
     ({"kernel_size": -3}, "kernel_size"),
     ({"kernel_size": 11.0}, "kernel_size"),
-    ({"objective": "logit"}, "objective"),
+    ({"objective": "logits"}, "objective"),
     ({"reduction": "max"}, "reduction"),
     ({"ftc_form": "l1"}, "ftc_form"),
     ({"init_noise": -0.1}, "init_noise"),
     ({"init_noise": 1.5}, "init_noise"),
     ({"amp": "fp16"}, "amp"),
     ({"check_every": 0}, "check_every"),
+    ({"perturb_noise": -0.1}, "perturb_noise"),
+    ({"perturb_noise": float("nan")}, "perturb_noise"),
+    ({"perturb_noise": float("inf")}, "perturb_noise"),
+    ({"perturb_noise": "0.1"}, "perturb_noise"),
+    ({"tv_root": 0}, "tv_root"),
+    ({"tv_root": "False"}, "tv_root"),
+    ({"blur": "median"}, "blur"),
+    ({"blur": "Gaussian"}, "blur"),
 ])
 def test_optim_config_rejects_bad_values_naming_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -385,6 +495,8 @@ def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
                       lr=np.float32(0.25), check_every=np.int64(2))
     assert (cfg.iterations, cfg.mask_size, cfg.kernel_size, cfg.lr) == (5, 14, 5, 0.25)
     json.dumps([asdict(s), cfg.to_dict()])  # what result.json and the CSV store write
+    noisy = OptimConfig(perturb_noise=np.float32(0.25))
+    assert noisy.perturb_noise == 0.25 and type(noisy.perturb_noise) is float
     assert MaskSetting(seed=2**64 - 1).seed == 2**64 - 1
     assert initial_mask(2**64 - 1, 4, 0.5).shape == (1, 4, 4)
 
@@ -397,6 +509,10 @@ def test_config_accepts_the_paper_defaults_and_edges():
     assert (s.lambda1, s.lambda2, s.beta, s.gamma) == (1.7, 3.0, 2.0, 0.3)
     MaskSetting(lambda1=0, lambda2=0, gamma=0, beta=1)
     OptimConfig(kernel_size=1, init_noise=0.0, mask_size=2)
+    c = OptimConfig(objective="logit", perturb_noise=0.045, tv_root=False, blur="gaussian+median")
+    assert (c.objective, c.perturb_noise, c.tv_root, c.blur) == (
+        "logit", 0.045, False, "gaussian+median")
+    assert (cfg.perturb_noise, cfg.tv_root, cfg.blur) == (0.0, True, "gaussian")
     assert OptimConfig().replace(iterations=5).iterations == 5
     assert OptimConfig().to_dict()["lr"] == 0.1
     assert [(s.mode, s.seed) for s in settings_grid(("ftc", "fntc"), (0, 1))] == [

@@ -55,7 +55,8 @@ def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel-size", type=int, default=c.kernel_size,
                    help="blur kernel size, odd (default: %(default)s)")
     g.add_argument("--objective", choices=OBJECTIVES, default=c.objective,
-                   help="optimize the target's probability or its log (default: %(default)s)")
+                   help="optimize the target's probability, its log or its pre-softmax logit "
+                        "(default: %(default)s)")
     g.add_argument("--reduction", choices=REDUCTIONS, default=c.reduction,
                    help="TV and L1 averaged over cells or summed (paper) (default: %(default)s)")
     g.add_argument("--ftc-form", choices=FTC_FORMS, default=c.ftc_form,

@@ -22,9 +22,10 @@ MODEL_NAMES = (*EFFICIENTNET_LITE, "resnet18", "vgg19")
 MODES = ("baseline", "ftc", "fntc", "deletion")
 # What `upx evaluate` can score: the optimized modes, and the F-TC mask moved to random places.
 EVAL_MODES = (*MODES, "random")
-OBJECTIVES = ("prob", "log_prob")
+OBJECTIVES = ("prob", "log_prob", "logit")
 REDUCTIONS = ("mean", "sum")
 FTC_FORMS = ("mean", "vector")
+BLURS = ("gaussian", "gaussian+median")  # OptimConfig.blur, the reading of h(X)
 AMP_DTYPES = ("bf16",)  # OptimConfig.amp: one of these or None (float32)
 
 __all__ = ["MODES", "MaskSetting", "OptimConfig", "settings_grid", "ParamGrid", "param_grid"]
@@ -103,13 +104,26 @@ class OptimConfig:
     reduction: ``mean`` averages TV over the (m-1)^2 cells and L1 over the m^2 cells, ``sum``
     is the paper's literal sum (784x larger for a 28 x 28 mask at the same lambdas).
     objective: ``prob`` optimizes f_k as a softmax probability (the paper's text); ``log_prob``
-    its logarithm. ``init_noise``: 0 starts every trial at M = 1 (no perturbation), so all
-    trials coincide; > 0 makes trials differ by their seeded random start.
+    its logarithm; ``logit`` the pre-softmax score y_k (fntc: the log-sum-exp of the other
+    logits; see :func:`upx_core.equations.loss_terms`). ``init_noise``: 0 starts every trial
+    at M = 1 (no perturbation), so all trials coincide (unless ``perturb_noise`` > 0); > 0
+    makes trials differ by their seeded random start.
     amp: ``"bf16"`` runs the classifier under bfloat16 autocast on CUDA; the mask, the blur and
     every loss term stay float32. ``check_every``: how often the loop looks for NaN/Inf (a
     host-device sync on CUDA). ``fold_batchnorm``: optimize through a copy of the classifier
     with its eval-mode batch norms folded into their convolutions (same function, faster; see
     :func:`upx_core.fold.fold_batchnorm`).
+
+    Readings of Fong & Vedaldi's mask as jacobgil's pytorch-explain-black-box implements it
+    (the defaults keep the paper's): ``perturb_noise``, the standard deviation of Gaussian
+    noise added to the perturbed image Q at every iteration, in [0, 1] pixel units (jacobgil
+    adds std 0.2 to normalized inputs, about 0.2 * 0.226 = 0.045 in pixel units for ImageNet's
+    channel stds); each mask draws it from its own CPU generator seeded by its trial seed, so
+    it does not depend on the batch, and with noise the trials from M = 1 differ too (a
+    different meaning of "trial"). The final probabilities are measured without noise.
+    ``tv_root=False`` takes TV without the 1/beta root (:func:`upx_core.equations.tv_norm`).
+    ``blur``: h(X) as the Gaussian blur (``"gaussian"``) or the mean of it and a median blur
+    of the same kernel size (``"gaussian+median"``, :func:`upx_core.equations.blur_for`).
     """
 
     iterations: int = 200
@@ -125,6 +139,9 @@ class OptimConfig:
     channels_last: bool = False
     check_every: int = 10
     fold_batchnorm: bool = True
+    perturb_noise: float = 0.0
+    tv_root: bool = True
+    blur: str = "gaussian"
 
     def __post_init__(self) -> None:
         if _not_int(self.iterations) or self.iterations <= 0:
@@ -150,8 +167,13 @@ class OptimConfig:
             raise ValueError(f"amp must be None or 'bf16', got {self.amp!r}")
         if _not_int(self.check_every) or self.check_every <= 0:
             raise ValueError(f"check_every must be a positive integer, got {self.check_every!r}")
+        _check_nonneg("perturb_noise", self.perturb_noise)
+        if not isinstance(self.tv_root, bool):
+            raise ValueError(f"tv_root must be True or False, got {self.tv_root!r}")
+        if self.blur not in BLURS:
+            raise ValueError(f"blur must be one of {BLURS}, got {self.blur!r}")
         _as_builtin(self, ("iterations", "mask_size", "kernel_size", "check_every"),
-                    ("lr", "sigma", "init_noise"))
+                    ("lr", "sigma", "init_noise", "perturb_noise"))
 
     def replace(self, **changes) -> OptimConfig:
         return replace(self, **changes)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "blur",
+    "median_blur",
+    "blur_for",
     "upsample_mask",
     "perturb",
     "tv_norm",
@@ -42,6 +44,41 @@ def blur(images: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> tor
     return gaussian_blur(images, kernel_size=[kernel_size, kernel_size], sigma=[sigma, sigma])
 
 
+def median_blur(images: torch.Tensor, kernel_size: int = 11) -> torch.Tensor:
+    """The median of each pixel's ``kernel_size`` x ``kernel_size`` neighbourhood, per channel,
+    of a batch ``[N, C, H, W]`` (reflect padding, as :func:`blur`; ``kernel_size`` odd).
+
+    With an odd kernel the median is one of the window's values: an isolated impulse is removed
+    and a constant image stays itself. Part of jacobgil's reading of h(X) (see :func:`blur_for`);
+    OpenCV's ``medianBlur`` replicates the border instead, which changes only the border pixels.
+    """
+    if kernel_size <= 0 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+    pad = kernel_size // 2
+    out = torch.empty_like(images)
+    for i in range(images.shape[0]):  # one image at a time: its windows take k^2 x its memory
+        x = images[i:i + 1]
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad else x
+        windows = padded.unfold(2, kernel_size, 1).unfold(3, kernel_size, 1)
+        out[i:i + 1] = windows.reshape(*x.shape, kernel_size**2).median(dim=-1).values
+    return out
+
+
+def blur_for(images: torch.Tensor, config: OptimConfig) -> torch.Tensor:
+    """h(X) as ``config`` reads it: every part of upx that blurs with a config calls this.
+
+    ``config.blur="gaussian"`` is :func:`blur` (the paper); ``"gaussian+median"`` is the mean
+    of that Gaussian blur and :func:`median_blur` with the same kernel size, as jacobgil's
+    pytorch-explain-black-box does ((GaussianBlur(11, 5) + medianBlur(11)) / 2).
+    """
+    gaussian = blur(images, config.sigma, config.kernel_size)
+    if config.blur == "gaussian":
+        return gaussian
+    if config.blur == "gaussian+median":
+        return (gaussian + median_blur(images, config.kernel_size)) / 2
+    raise ValueError(f"blur must be 'gaussian' or 'gaussian+median', got {config.blur!r}")
+
+
 def upsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """M' = Inp(M): bilinear interpolation of a coarse mask ``[N, 1, m, m]`` to ``size``."""
     return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
@@ -55,7 +92,8 @@ def perturb(images: torch.Tensor, blurred: torch.Tensor, mask_up: torch.Tensor) 
     return images * mask_up + blurred * (1.0 - mask_up)
 
 
-def tv_norm(mask: torch.Tensor, beta: float | torch.Tensor = 2.0, reduction: str = "mean"):
+def tv_norm(mask: torch.Tensor, beta: float | torch.Tensor = 2.0, reduction: str = "mean",
+            root: bool = True):
     """Total variation of Eq. 3, per mask.
 
     TV_beta(M) = sum_{i,j} ( |M_{i+1,j} - M_{i,j}|^beta + |M_{i,j+1} - M_{i,j}|^beta )^(1/beta)
@@ -66,11 +104,17 @@ def tv_norm(mask: torch.Tensor, beta: float | torch.Tensor = 2.0, reduction: str
     paper's lambda1 = 1.7 a summed TV freezes the mask); ``"sum"`` is the paper's literal form.
     The 1/beta root is taken only where the inner sum is positive, so a flat mask has TV 0 and a
     finite (zero) gradient instead of the NaN of d/dx sqrt(x) at 0.
+    ``root=False`` drops the 1/beta root: the mean (or sum) of |dy|^beta + |dx|^beta over the
+    same cells, as Fong & Vedaldi's TV is taken by jacobgil's pytorch-explain-black-box (his
+    averages the m(m-1) row and the m(m-1) column differences separately, which adds the last
+    row's and column's differences that no cell here has).
     """
     beta_t = torch.as_tensor(beta, dtype=mask.dtype, device=mask.device).reshape(-1, 1, 1, 1)
     dy = (mask[..., 1:, :-1] - mask[..., :-1, :-1]).abs()
     dx = (mask[..., :-1, 1:] - mask[..., :-1, :-1]).abs()
     inner = dy.pow(beta_t) + dx.pow(beta_t)
+    if not root:
+        return _reduce(inner, reduction)
     positive = inner > 0
     tiny = torch.finfo(mask.dtype).tiny
     root = torch.where(positive, inner.clamp_min(tiny).pow(1.0 / beta_t), torch.zeros_like(inner))
@@ -88,9 +132,12 @@ def mask_penalty(
     lambda2: float | torch.Tensor = 3.0,
     beta: float | torch.Tensor = 2.0,
     reduction: str = "mean",
+    tv_root: bool = True,
 ) -> torch.Tensor:
-    """Eq. 3: R_M = lambda1 * TV_beta(M) + lambda2 * ||1 - M||_1, per mask ``[N]``."""
-    return lambda1 * tv_norm(mask, beta, reduction) + lambda2 * l1_norm(mask, reduction)
+    """Eq. 3: R_M = lambda1 * TV_beta(M) + lambda2 * ||1 - M||_1, per mask ``[N]``
+    (``tv_root``: see :func:`tv_norm`'s ``root``)."""
+    return (lambda1 * tv_norm(mask, beta, reduction, root=tv_root)
+            + lambda2 * l1_norm(mask, reduction))
 
 
 def ftc_penalty(
@@ -165,7 +212,10 @@ def loss_terms(
     - fntc, Eq. 7: sum_{i != k} f_i(Q) + R_M + R_F-NTC
     - deletion, ref. [3]: f_k(Q) + R_M
     With ``config.objective="log_prob"`` each f becomes its logarithm (log f_k,
-    log sum_{i != k} f_i). Returns ``[N]`` tensors named as :data:`upx_core.result.TERMS`:
+    log sum_{i != k} f_i); with ``"logit"`` f_k becomes the pre-softmax score y_k and
+    sum_{i != k} f_i becomes LSE_{i != k} y_i, the log-sum-exp of the other logits (log_prob's
+    terms without the normalizer log sum_i exp(y_i)). ``config.tv_root`` picks TV's form
+    (:func:`tv_norm`). Returns ``[N]`` tensors named as :data:`upx_core.result.TERMS`:
     ``f_term`` (the first term), ``tv`` and ``l1`` (R_M's two norms, unweighted), ``r_factors``
     (R_F-TC or R_F-NTC, zero for the other modes), ``total`` and ``prob`` (f_k(Q)).
     """
@@ -177,6 +227,8 @@ def loss_terms(
     log_others = logsumexp_others(log_p, target)
     if config.objective == "prob":
         gain, others = log_pk.exp(), log_others.exp()
+    elif config.objective == "logit":
+        gain, others = logits.gather(1, idx).squeeze(1), logsumexp_others(logits, target)
     else:
         gain, others = log_pk, log_others
     code = {m: i for i, m in enumerate(MODES)}
@@ -188,10 +240,11 @@ def loss_terms(
         torch.where(is_mode["fntc"], fntc_penalty(logits, logits_clean, target, gamma),
                     torch.zeros_like(gain)),
     )
-    r_m = mask_penalty(mask, lambda1, lambda2, beta, config.reduction)
+    r_m = mask_penalty(mask, lambda1, lambda2, beta, config.reduction, config.tv_root)
     return {
         "f_term": f_term,
-        "tv": tv_norm(mask, beta, config.reduction),  # R_M's parts, for the loss history
+        # R_M's parts, for the loss history
+        "tv": tv_norm(mask, beta, config.reduction, root=config.tv_root),
         "l1": l1_norm(mask, config.reduction),
         "r_factors": reg,
         "total": f_term + r_m + reg,

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import MODES, MaskSetting, OptimConfig
-from .equations import blur, loss_terms, perturb, upsample_mask
+from .config import MODES, SEED_LIMIT, MaskSetting, OptimConfig
+from .equations import blur_for, loss_terms, perturb, upsample_mask
 from .fold import fold_batchnorm
 from .result import TERMS, UPXResult
 from .runtime import (
@@ -38,6 +38,27 @@ def initial_mask(seed: int, size: int, init_noise: float) -> torch.Tensor:
     """
     gen = torch.Generator().manual_seed(seed)
     return 1.0 - init_noise * torch.rand(1, size, size, generator=gen)
+
+
+# Added to a trial's seed for its perturb_noise stream, so that the noise is not drawn from the
+# same stream as the trial's M0 (2^64 / golden ratio: far from any small seed).
+NOISE_SEED_OFFSET = 0x9E3779B97F4A7C15
+
+
+def noise_generators(settings: Sequence[MaskSetting]) -> list[torch.Generator]:
+    """One CPU generator per mask for ``OptimConfig.perturb_noise``, seeded from its trial seed
+    (plus :data:`NOISE_SEED_OFFSET`), so a mask's noise does not depend on the batch."""
+    return [torch.Generator().manual_seed((s.seed + NOISE_SEED_OFFSET) % SEED_LIMIT)
+            for s in settings]
+
+
+def _noise(gens: list[torch.Generator], shape, std: float, dev: torch.device) -> torch.Tensor:
+    """Gaussian noise ``[len(gens), *shape]`` with std ``std``, each row from its own generator
+    on the CPU, then moved to ``dev`` (through pinned memory on CUDA, without a host sync)."""
+    noise = torch.stack([torch.randn(*shape, generator=g) for g in gens]).mul_(std)
+    if dev.type == "cuda":
+        return noise.pin_memory().to(dev, non_blocking=True)
+    return noise.to(dev)
 
 
 def _target_list(targets, b: int, categories) -> list[int | None]:
@@ -152,7 +173,7 @@ def _optimize_all(model, images, image_targets, settings, config, dev, batch_siz
     if batch_size is None and dev.type == "cuda":
         batch_size = cuda_batch_size(model, size, dev, config)
     images = images.detach().to(dev, torch.float32)
-    blurred = blur(images, config.sigma, config.kernel_size)  # once per image
+    blurred = blur_for(images, config)  # once per image
     with torch.no_grad():
         logits_clean = torch.cat([
             forward(model, images[i:i + 64], config) for i in range(0, b, 64)
@@ -228,8 +249,13 @@ def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target,
     size = tuple(images.shape[-2:])
     history = torch.empty(config.iterations, len(settings), len(TERMS), device=dev)
     done = 0  # iterations already reported to the progress bar
+    # perturb_noise 0 draws nothing, so the default run is the same arithmetic as without it
+    gens = noise_generators(settings) if config.perturb_noise > 0 else None
     for it in range(config.iterations):
-        logits = forward(model, perturb(x, hx, upsample_mask(mask, size)), config)
+        q = perturb(x, hx, upsample_mask(mask, size))
+        if gens is not None:
+            q = q + _noise(gens, q.shape[1:], config.perturb_noise, dev)
+        logits = forward(model, q, config)
         terms = loss_terms(logits, clean, mask, target, mode, lambda1, lambda2, beta, gamma,
                            config)
         history[it] = torch.stack([terms[t] for t in TERMS], dim=1).detach()
@@ -242,7 +268,7 @@ def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target,
             _check_finite(history[done: it + 1], mask, settings, it)
             bar.update(len(settings) * (it + 1 - done))
             done = it + 1
-    with torch.no_grad():
+    with torch.no_grad():  # the final probabilities: Q without perturb_noise
         final = mask.detach()
         q = perturb(x, hx, upsample_mask(final, size))
         probs = torch.softmax(forward(model, q, config), dim=1)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import OptimConfig
-from .equations import blur, perturb, upsample_mask
+from .equations import blur_for, perturb, upsample_mask
 
 __all__ = [
     "resolve_device",
@@ -147,7 +147,7 @@ def _probe_peak(model: nn.Module, n: int, size, dev: torch.device, config: Optim
     torch.cuda.reset_peak_memory_stats(dev)
     base = torch.cuda.memory_allocated(dev)
     x = torch.rand(n, 3, *size, device=dev)
-    hx = blur(x, config.sigma, config.kernel_size)
+    hx = blur_for(x, config)
     mask = torch.ones(n, 1, config.mask_size, config.mask_size, device=dev, requires_grad=True)
     logits = forward(model, perturb(x, hx, upsample_mask(mask, size)), config)
     logits.logsumexp(dim=1).sum().backward()
@@ -187,10 +187,11 @@ def perturbed_probs(model: nn.Module, images: torch.Tensor, masks_up: torch.Tens
 
     ``images`` ``[N, 3, H, W]`` and upsampled masks ``masks_up`` ``[N or 1, 1, H, W]`` (1 keeps a
     pixel, 0 puts its blur there; Eq. 1), on the model's device. The blur and the forward pass
-    follow ``config`` (sigma, kernel size, amp, channels-last) as in the optimizer. The model is
-    in eval mode for the call and nothing records a gradient.
+    follow ``config`` (sigma, kernel size, blur, amp, channels-last) as in the optimizer, without
+    ``perturb_noise`` (as the optimizer's final probabilities). The model is in eval mode for
+    the call and nothing records a gradient.
     """
     config = config or OptimConfig()
     with frozen(model), torch.no_grad():
-        q = perturb(images, blur(images, config.sigma, config.kernel_size), masks_up)
+        q = perturb(images, blur_for(images, config), masks_up)
         return torch.softmax(forward(model, q, config), dim=1)
