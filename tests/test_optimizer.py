@@ -1,9 +1,8 @@
 """The batched mask optimizer on the real EfficientNet-Lite0 and real sample images, and the
 validation of its hyperparameters (upx_core.config).
 
-Runs use 80 x 80 center crops (conftest.crops) and a few iterations, except the one test of
-what the method is for: the target's probability after a 30-iteration F-TC run on the full
-224 x 224 tusker image.
+Runs use 80 x 80 center crops (conftest.crops) and a few iterations. What the method is for
+(a real gain through a non-empty mask, each mode's defining property) is in test_method.py.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from upx_core.optimizer import _noise, initial_mask, noise_generators
 from upx_core.result import TERMS
 from upx_core.runtime import perturbed_probs
 
-TUSKER, INDIAN_ELEPHANT, AFRICAN_ELEPHANT = 101, 385, 386
+INDIAN_ELEPHANT, AFRICAN_ELEPHANT = 385, 386
 CROP = 80  # conftest.crops
 
 # lr 1e-3 rather than the paper's 0.1 for the batch-layout comparisons: Adam's update is
@@ -288,15 +287,6 @@ def test_numpy_and_tensor_targets_work_and_floats_are_refused_before_any_work(mo
                        ("", "target is empty"), (-1, "out of range")]:
         with pytest.raises(ValueError, match=match):
             run(TinyNet(), crops, targets=bad, config=cfg)
-
-
-def test_ftc_raises_the_top_class_probability_of_the_tusker(model, tusker):
-    """What the method is for (Sect. 4.3): blurring the undesirable pixels raises f_k."""
-    r = run(model, tusker, settings=MaskSetting(mode="ftc"), config=OptimConfig(iterations=30))
-    assert int(r.targets[0, 0]) == TUSKER  # the tusker image's top class
-    assert float(r.target_prob_after[0, 0]) >= float(r.target_prob_before[0, 0])
-    # on the way the optimizer found masks clearly better than the clean image
-    assert float(r.term("prob")[:, 0, 0].max()) > float(r.target_prob_before[0, 0]) + 0.02
 
 
 # --- gradients and the caller's model ---------------------------------------------------------
