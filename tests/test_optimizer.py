@@ -507,3 +507,15 @@ def test_config_accepts_the_paper_defaults_and_edges():
     assert OptimConfig().to_dict()["lr"] == 0.1
     assert [(s.mode, s.seed) for s in settings_grid(("ftc", "fntc"), (0, 1))] == [
         ("ftc", 0), ("ftc", 1), ("fntc", 0), ("fntc", 1)]
+
+
+def test_the_same_pixels_in_another_memory_layout_give_the_same_mask(model, crops):
+    """load_image returns a strided view; run_evaluation stacks a contiguous copy. Both must
+    give the mask bit for bit, or upx explain and upx evaluate disagree on the same image."""
+    x = crops[:1].contiguous()
+    view = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # channels-last strides
+    assert not view.is_contiguous() and torch.equal(view, x)
+    cfg = OptimConfig(iterations=10)
+    a = run(model, x, config=cfg)
+    b = run(model, view, config=cfg)
+    assert torch.equal(a.masks, b.masks)

@@ -172,7 +172,9 @@ def _optimize_all(model, images, image_targets, settings, config, dev, batch_siz
     size = tuple(images.shape[-2:])
     if batch_size is None and dev.type == "cuda":
         batch_size = cuda_batch_size(model, size, dev, config)
-    images = images.detach().to(dev, torch.float32)
+    # one memory layout whatever the caller's (load_image returns a strided view): kernels pick
+    # their path by layout, so the same pixels would otherwise give another mask
+    images = images.detach().to(dev, torch.float32).contiguous()
     blurred = blur_for(images, config)  # once per image
     with torch.no_grad():
         logits_clean = torch.cat([
