@@ -8,7 +8,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         optimizer.py    the batched Adam loop over B images x K settings (optimize_masks)
         config.py       OptimConfig, MaskSetting, settings grids, the choices the CLI offers
         result.py       UPXResult: masks, probabilities, the loss history
-        attribution.py  UndesirablePixels: Captum's attribute(inputs, target=...)
+        attribution.py  UndesirablePixels (Captum's attribute), quantus_explain_func (Quantus)
         metrics.py      Eq. 8's relative improvement, Table 2's ratio, trial consistency
       Running it
         runtime.py      device, frozen model, channels-last, GPU batch size, the forward pass
@@ -44,6 +44,7 @@ import importlib
 # as before.
 _EXPORTS = {
     "UndesirablePixels": "attribution",
+    "quantus_explain_func": "attribution",
     "MODES": "config",
     "MaskSetting": "config",
     "OptimConfig": "config",
@@ -87,6 +88,7 @@ __all__ = [
     "load_image",
     "load_model",
     "optimize_masks",
+    "quantus_explain_func",
     "relative_improvement",
     "sample_path",
     "settings_grid",

@@ -1,4 +1,5 @@
-"""A Captum-style interface: ``UndesirablePixels(model).attribute(inputs, target=...)``."""
+"""A Captum-style interface: ``UndesirablePixels(model).attribute(inputs, target=...)``, and
+``quantus_explain_func``, the same attribution as the ``explain_func`` Quantus metrics call."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .models import Classifier
 from .optimizer import optimize_masks
 from .result import UPXResult
 
-__all__ = ["UndesirablePixels"]
+__all__ = ["UndesirablePixels", "quantus_explain_func"]
 
 _SETTING_FIELDS = {"lambda1", "lambda2", "beta", "gamma"}
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(OptimConfig)}
@@ -118,3 +119,55 @@ class UndesirablePixels:
         shape = (1, -1, 1, 1)
         return (batch.float() * self.std.view(shape).to(batch.device)
                 + self.mean.view(shape).to(batch.device)).clamp(0, 1)
+
+
+def quantus_explain_func(
+    model: nn.Module,
+    inputs: np.ndarray | torch.Tensor,
+    targets: np.ndarray | Sequence[int] | int,
+    *,
+    mode: str = "ftc",
+    iterations: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    invert: bool = False,
+    seed: int = 0,
+    config: OptimConfig | None = None,
+    device: str = "auto",
+    **options,
+) -> np.ndarray:
+    """Undesirable pixels as a Quantus ``explain_func`` (tested with quantus 0.6.0).
+
+    Quantus calls ``explain_func(model=model, inputs=x_batch, targets=y_batch,
+    **explain_func_kwargs)`` with ``x_batch`` a channel-first ``[N, 3, H, W]`` NumPy array (give
+    the metric ``channel_first=True``) and ``y_batch`` the class indices; this returns
+    ``[N, 1, H, W]`` float32, one value per pixel (Quantus broadcasts it over the channels):
+    ``UndesirablePixels(model, mean, std).attribute(inputs, target=targets, ...)[:, :1]``.
+    ``mean``/``std``: the normalization of a bare network whose ``x_batch`` is normalized (none
+    for a :class:`Classifier`, which takes images in [0, 1]). ``iterations`` and ``options``
+    (``lambda1``, ``lr``, any :class:`OptimConfig` field) go to ``attribute``.
+
+    Sign: the default is ``1 - M'`` in [0, 1], high where blurring the pixel *raises* the target.
+    That is the opposite of what faithfulness metrics (FaithfulnessCorrelation, PixelFlipping,
+    ...) assume, high = evidence *for* the target; for them pass ``invert=True``, which returns
+    ``-(1 - M') = M' - 1``: 0 where blurring does not help the target, negative where the pixel
+    holds it back (a metric with ``abs=True`` sees ``1 - M'`` again).
+
+    NumPy 2 removed ``numpy.trapz`` (and ``numpy.NaN``), which quantus 0.6.0 still calls: IROF,
+    PixelFlipping with ``return_auc_per_sample=True``, and the ``get_auc_score()`` of
+    PixelFlipping, RegionPerturbation and Selectivity raise AttributeError (Continuity, where a
+    prediction changes). Use ``numpy<2``, a metric that does not integrate (Sparseness,
+    FaithfulnessCorrelation, PixelFlipping's curves, ...), or alias it first:
+    ``np.trapz = np.trapezoid`` (the same function, renamed in NumPy 2.0).
+    """
+    x = inputs.detach().cpu().float() if isinstance(inputs, torch.Tensor) else \
+        torch.from_numpy(np.asarray(inputs, dtype=np.float32))
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"inputs: channel-first [N, 3, H, W] images, got shape {tuple(x.shape)} "
+                         "(call the Quantus metric with channel_first=True)")
+    if iterations is not None:
+        options["iterations"] = iterations
+    attr = UndesirablePixels(model, mean=mean, std=std).attribute(
+        x, target=np.asarray(targets), mode=mode, seed=seed, config=config, device=device,
+        **options)[:, :1]
+    return (-attr if invert else attr).numpy()
