@@ -71,3 +71,16 @@ def test_attribution_rejects_bad_settings(model, crops):
         UndesirablePixels(model).attribute(crops, target=1, learning_rate=0.5)
     with pytest.raises(ValueError, match="iterations"):
         UndesirablePixels(model).attribute(crops, target=1, iterations=0)
+
+
+def test_without_a_config_attribute_uses_the_explain_objective(model, crops):
+    """A user's own target: the log-probability (chapter 7's measurement), unless asked."""
+    explainer = UndesirablePixels(model)
+    explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, iterations=1, device="cpu")
+    assert explainer.last_result.config == OptimConfig(iterations=1, objective="log_prob")
+    explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, iterations=1, objective="prob",
+                        device="cpu")
+    assert explainer.last_result.config.objective == "prob"
+    explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, config=OptimConfig(iterations=1),
+                        device="cpu")
+    assert explainer.last_result.config.objective == "prob"  # a given config is kept

@@ -56,7 +56,7 @@ def test_numpy_inputs_tuples_numpy_targets_and_captum_options(model, crops, refe
     assert isinstance(out, np.ndarray) and out.shape == tuple(crops[:1].shape)
     np.testing.assert_allclose(out, reference.numpy(), atol=1e-6)
     (as_tuple,) = explainer.attribute((crops[:1],), target=torch.tensor(AFRICAN_ELEPHANT),
-                                      iterations=3, device="cpu")
+                                      iterations=3, objective=CONFIG.objective, device="cpu")
     assert explainer.last_result.config.iterations == 3
     torch.testing.assert_close(as_tuple, reference, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="tuple of 2"):

@@ -25,7 +25,8 @@ __all__ = ["main", "build_parser"]
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
 
 
-def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
+def _add_hyperparameters(p: argparse.ArgumentParser, objective: str | None = None) -> None:
+    """The paper's hyperparameters as flags; ``objective`` overrides the --objective default."""
     from .config import FTC_FORMS, MODEL_NAMES, OBJECTIVES, REDUCTIONS, MaskSetting, OptimConfig
 
     c, s = OptimConfig(), MaskSetting()
@@ -54,9 +55,10 @@ def _add_hyperparameters(p: argparse.ArgumentParser) -> None:
                    help="Gaussian blur sigma (Eq. 1; default: %(default)s)")
     g.add_argument("--kernel-size", type=int, default=c.kernel_size,
                    help="blur kernel size, odd (default: %(default)s)")
-    g.add_argument("--objective", choices=OBJECTIVES, default=c.objective,
-                   help="optimize the target's probability, its log or its pre-softmax logit "
-                        "(default: %(default)s)")
+    g.add_argument("--objective", choices=OBJECTIVES, default=objective or c.objective,
+                   help="optimize the target's probability (the paper's, upx evaluate's "
+                        "default), its log (upx explain's default: it finds a mask for far more "
+                        "targets) or its pre-softmax logit (default: %(default)s)")
     g.add_argument("--reduction", choices=REDUCTIONS, default=c.reduction,
                    help="TV and L1 averaged over cells or summed (paper) (default: %(default)s)")
     g.add_argument("--ftc-form", choices=FTC_FORMS, default=c.ftc_form,
@@ -86,7 +88,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import EVAL_MODES, MODES
+    from .config import EVAL_MODES, EXPLAIN_OBJECTIVE, MODES
 
     parser = argparse.ArgumentParser(
         prog="upx", description="Undesirable pixels: the pixels whose blur raises a class.")
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true",
                     help="replace an output folder that upx wrote before (never any other "
                          "folder or file)")
-    _add_hyperparameters(ex)
+    _add_hyperparameters(ex, objective=EXPLAIN_OBJECTIVE)
     _add_runtime(ex)
 
     ev = sub.add_parser(
