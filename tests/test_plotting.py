@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks
-from upx_core.plotting import COLORBAR_LABEL, explanation_grid, show_explanation
+from upx_core.plotting import COLORBAR_LABEL, explanation_grid, heatmap_figure, show_explanation
 
 matplotlib.use("Agg")
 AFRICAN_ELEPHANT = 386
@@ -57,7 +57,8 @@ def _colorbars(fig):
 
 def test_heatmaps_carry_a_colour_bar_that_says_what_they_mean(result, crops):
     assert COLORBAR_LABEL == "how strongly the pixel is blurred, 1 \u2212 M\u2032"
-    for fig in (show_explanation(result, crops[0]), explanation_grid(result, crops[:1])):
+    for fig in (show_explanation(result, crops[0]), explanation_grid(result, crops[:1]),
+                heatmap_figure(result, crops[0])):
         (bar,) = _colorbars(fig)
         assert bar.get_ylim() == (0.0, 1.0)  # the map's whole range, not the data's
         plt.close(fig)
@@ -65,4 +66,14 @@ def test_heatmaps_carry_a_colour_bar_that_says_what_they_mean(result, crops):
     fig, axes = plt.subplots(1, 3)
     assert not _colorbars(show_explanation(result, crops[0], axes=axes))
     assert len(_colorbars(show_explanation(result, crops[0], axes=axes, colorbar=True))) == 1
+    plt.close(fig)
+
+
+def test_the_heatmap_picture_says_what_it_shows(result, crops):
+    """upx explain's heatmap.png: titled by mode, the target's probabilities under it."""
+    fig = heatmap_figure(result, crops[0], k=1)
+    ax = fig.axes[0]
+    assert ax.get_title() == "crucial pixels (deletion)"
+    assert ax.get_xlabel().startswith("African elephant: ")
+    assert ax.get_xlabel().endswith("no pixel above 0.6")
     plt.close(fig)

@@ -202,7 +202,7 @@ def explain(args) -> int:
     from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
     from .models import class_index, load_model
     from .optimizer import optimize_masks
-    from .plotting import explanation_grid, overlay, to_numpy_image
+    from .plotting import explanation_grid, heatmap_figure, to_numpy_image
     from .runtime import resolve_device
 
     device = resolve_device(args.device)
@@ -250,7 +250,7 @@ def explain(args) -> int:
     with atomic_directory(out, force=args.force, protect=[path]) as tmp:
         (tmp / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
         np.save(tmp / "mask.npy", result.masks[0, :, 0].numpy())
-        (tmp / "heatmap.png").write_bytes(_png(overlay(image, result.undesirable[0, 0])))
+        (tmp / "heatmap.png").write_bytes(_png(heatmap_figure(result, image)))
         (tmp / "perturbed.png").write_bytes(_png(to_numpy_image(result.perturbed[0, 0])))
         (tmp / "explanation.png").write_bytes(_png(explanation_grid(
             result, image.unsqueeze(0), show_perturbed=True)))

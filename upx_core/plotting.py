@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from .result import UPXResult
 
 __all__ = [
-    "to_numpy_image", "overlay", "heatmap_rgb", "heatmap_title", "blur_colorbar",
+    "to_numpy_image", "overlay", "heatmap_rgb", "heatmap_title", "blur_colorbar", "heatmap_figure",
     "show_explanation", "explanation_grid",
 ]
 
@@ -76,6 +76,19 @@ def _prob_caption(result: UPXResult, b: int, k: int) -> str:
         # an empty heatmap looks like a plain photo: say that nothing was found
         caption += f"\nno pixel above {THRESHOLD}"
     return caption
+
+
+def heatmap_figure(result: UPXResult, image: torch.Tensor, b: int = 0, k: int = 0) -> Figure:
+    """The heatmap of mask (b, k) over its image, titled by what it shows, with its colour bar."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.6), layout="constrained")
+    ax.imshow(overlay(image, result.undesirable[b, k]))
+    ax.set_title(heatmap_title(result.settings[k].mode), fontsize=10)
+    ax.set_xlabel(f"{result.class_name(int(result.targets[b, k]))}: {_prob_caption(result, b, k)}",
+                  fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    blur_colorbar(fig, ax)
+    return fig
 
 
 def show_explanation(
