@@ -49,8 +49,11 @@ def test_explain_tusker_three_seeds(tmp_path: Path) -> None:
     assert summary["config"]["iterations"] == 4
     masks = np.load(out / "mask.npy")
     assert masks.shape == (3, 28, 28) and masks.min() >= 0 and masks.max() <= 1
+    with Image.open(out / "perturbed.png") as img:
+        assert img.size == (224, 224)  # the perturbed image itself, pixel for pixel
     with Image.open(out / "heatmap.png") as img:
-        assert img.size == (224, 224)
+        # a picture with a title, a caption and the colour bar: wider than the image it shows
+        assert img.size[0] > 224 + 60 and img.size[1] > 224
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
