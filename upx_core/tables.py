@@ -1,6 +1,7 @@
 """The tables the book and ``upx evaluate`` print: Tables 1 and 2 of the paper beside our runs,
-paired wins between two modes, a claim's mean over trials with its spread, and Fig. 4's bracket
-for the highest probability.
+with bootstrap intervals; paired comparisons between two modes (wins, a paired bootstrap, a sign
+test); a claim's mean over trials with its spread; and Fig. 4's bracket for the highest
+probability.
 
 One mode order (:data:`MODE_ORDER`) and one set of labels (:data:`MODE_LABELS`) serve every table.
 """
@@ -42,12 +43,8 @@ PAPER_TABLES = {
     "ratio": {"VGG-19": {"ftc": 0.0373, "fntc": 0.0378},
               "ResNet-18": {"ftc": 0.0360, "fntc": 0.0398}},
 }
-
-
 _METRIC_COLUMN = {"phi": "relative_improvement", "ratio": "ratio",
                   "phi_thresholded": "relative_improvement_thresholded"}
-
-
 _METRIC_NAME = {"phi": "phi (Eq. 8, %)", "ratio": "undesirable-pixel ratio",
                 "phi_thresholded": "phi, only pixels above the threshold blurred (%)"}
 
