@@ -117,8 +117,9 @@ def tv_norm(mask: torch.Tensor, beta: float | torch.Tensor = 2.0, reduction: str
         return _reduce(inner, reduction)
     positive = inner > 0
     tiny = torch.finfo(mask.dtype).tiny
-    root = torch.where(positive, inner.clamp_min(tiny).pow(1.0 / beta_t), torch.zeros_like(inner))
-    return _reduce(root, reduction)
+    rooted = torch.where(positive, inner.clamp_min(tiny).pow(1.0 / beta_t),
+                         torch.zeros_like(inner))
+    return _reduce(rooted, reduction)
 
 
 def l1_norm(mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
