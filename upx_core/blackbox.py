@@ -191,8 +191,8 @@ def optimize_masks_blackbox(
         u = torch.stack([torch.randn(samples, 1, config.mask_size, config.mask_size,
                                      generator=g) for g in gens])  # [n, samples, 1, m, m]
         with torch.no_grad():
-            pm = mask.detach().unsqueeze(1) + sigma * torch.stack([u, -u], dim=1)
-            pm = pm.clamp_(0.0, 1.0).flatten(0, 2)  # [n * 2 * samples, 1, m, m]
+            signed = sigma * torch.stack([u, -u], dim=1)  # [n, 2, samples, 1, m, m]
+            pm = (mask.detach()[:, None, None] + signed).clamp_(0.0, 1.0).flatten(0, 2)
             q = perturb(xr, hxr, upsample_mask(pm, size))
             y = _scores(_query(predict, q, batch_size), outputs)
             used += reps
