@@ -6,6 +6,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
       The method
         equations.py    Eq. 1-7, one function each, and loss_terms: what each mode minimizes
         optimizer.py    the batched Adam loop over B images x K settings (optimize_masks)
+        blackbox.py     the same masks from forward queries alone (optimize_masks_blackbox)
         config.py       OptimConfig, MaskSetting, settings grids, the choices the CLI offers
         result.py       UPXResult: masks, probabilities, the loss history
         attribution.py  UndesirablePixels (Captum's attribute), quantus_explain_func (Quantus)
@@ -31,9 +32,8 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         claims.py       the book's checked sentences
 
 Imports point from the book to the method, never back: no module outside "The book" imports
-one inside it, and ``config`` imports nothing of upx. A query-only optimizer for models without
-gradients (issue 11) will sit beside ``optimizer.py``, sharing the equations, config and result
-type. ``tests/test_layout.py`` holds this map to the files.
+one inside it, and ``config`` imports nothing of upx. ``tests/test_layout.py`` holds this map to
+the files.
 """
 
 import importlib
@@ -44,6 +44,8 @@ import importlib
 # as before.
 _EXPORTS = {
     "UndesirablePixels": "attribution",
+    "optimize_masks_blackbox": "blackbox",
+    "torch_predictor": "blackbox",
     "quantus_explain_func": "attribution",
     "MODES": "config",
     "MaskSetting": "config",
@@ -88,9 +90,11 @@ __all__ = [
     "load_image",
     "load_model",
     "optimize_masks",
+    "optimize_masks_blackbox",
     "quantus_explain_func",
     "relative_improvement",
     "sample_path",
     "settings_grid",
+    "torch_predictor",
     "undesirable_pixel_ratio",
 ]

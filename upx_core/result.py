@@ -28,6 +28,8 @@ class UPXResult:
     history: loss terms per iteration, ``[T, B, K, len(TERMS)]`` (before each Adam step).
     perturbed: Q(X; M', h), ``[B, K, 3, H, W]``, when the run kept them.
     config and settings: everything needed to run it again.
+    queries: forward evaluations each mask used, ``[B, K]``, from the query-only optimizer
+    (:func:`upx_core.blackbox.optimize_masks_blackbox`); ``None`` from the gradient optimizer.
     """
 
     config: OptimConfig
@@ -41,6 +43,7 @@ class UPXResult:
     perturbed: torch.Tensor | None = None
     categories: list[str] | None = None
     device: str = "cpu"
+    queries: torch.Tensor | None = None
 
     @classmethod
     def build(cls, *, masks, history, probs_after, perturbed, targets, settings, **kw):
@@ -116,4 +119,5 @@ class UPXResult:
             "setting": dataclasses.asdict(self.settings[k]),
             "config": self.config.to_dict(),
             "device": self.device,
+            **({} if self.queries is None else {"queries": int(self.queries[b, k])}),
         }
