@@ -35,7 +35,7 @@ from .equations import (
     tv_norm,
     upsample_mask,
 )
-from .optimizer import _check_finite, _target_list, initial_mask
+from .optimizer import _check_finite, _target_list, initial_mask, job_targets
 from .result import TERMS, UPXResult
 from .runtime import frozen
 
@@ -148,27 +148,13 @@ def optimize_masks_blackbox(
     b, k = images.shape[0], len(settings)
     categories = categories if categories is not None else getattr(predict, "categories", None)
     image_targets = _target_list(targets, b, categories)
-    names = isinstance(targets, str) or (isinstance(targets, Sequence)
-                                         and any(isinstance(t, str) for t in targets))
 
     blurred = blur_for(images, config)
     clean = _scores(_query(predict, images, batch_size), outputs)
-    n_classes = clean.shape[1]
-    if names and (categories is None or len(categories) != n_classes):
-        raise ValueError(
-            f"target names need the classifier's class names: it has {n_classes} outputs and "
-            f"{'no' if categories is None else len(categories)} category names; pass class "
-            "indices, or categories=[...]")
-    top = clean.argmax(dim=1).tolist()
-    image_targets = [top[i] if t is None else t for i, t in enumerate(image_targets)]
+    job_target = job_targets(targets, image_targets, settings, clean, categories,
+                             "categories=[...]")
     job_image = torch.arange(b).repeat_interleave(k)
     jobs = [settings[s] for s in torch.arange(k).repeat(b).tolist()]
-    job_target = torch.tensor([
-        s.target if s.target is not None else int(image_targets[i])
-        for i, s in zip(job_image.tolist(), jobs, strict=True)
-    ])
-    if (job_target < 0).any() or (job_target >= n_classes).any():
-        raise ValueError(f"a target is outside 0..{n_classes - 1}")
 
     n = b * k
     used = torch.ones(n, dtype=torch.long)  # the clean query, shared by an image's K masks

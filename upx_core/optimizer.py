@@ -28,7 +28,7 @@ from .runtime import (
     resolve_device,
 )
 
-__all__ = ["optimize_masks", "initial_mask"]
+__all__ = ["optimize_masks", "initial_mask", "job_targets"]
 
 
 def initial_mask(seed: int, size: int, init_noise: float) -> torch.Tensor:
@@ -85,6 +85,37 @@ def _target_list(targets, b: int, categories) -> list[int | None]:
     if len(targets) != b:
         raise ValueError(f"got {len(targets)} targets for {b} images")
     return [None if t is None else class_index(t, categories) for t in targets]
+
+
+def job_targets(targets, image_targets: list[int | None], settings: Sequence[MaskSetting],
+                scores_clean: torch.Tensor, categories, remedy: str) -> torch.Tensor:
+    """Each (image, setting) pair's target class, image-major (``[B * K]``).
+
+    ``image_targets`` is :func:`_target_list`'s; ``None`` becomes the image's top class in
+    ``scores_clean`` (``[B, C]`` logits or log-probabilities); a setting's own target wins.
+    ``targets`` (the caller's argument) tells whether classes were given by name; names need the
+    classifier's own class names, else a name would silently pick its ImageNet index.
+    ``remedy`` ends that error: how the caller passes class names.
+    """
+    b, n_classes = scores_clean.shape
+    names = isinstance(targets, str) or (isinstance(targets, Sequence)
+                                         and any(isinstance(t, str) for t in targets))
+    if names and (categories is None or len(categories) != n_classes):
+        raise ValueError(
+            f"target names need the classifier's own class names: it has {n_classes} outputs "
+            f"and {'no' if categories is None else len(categories)} category names; pass class "
+            f"indices, or {remedy}")
+    top = scores_clean.argmax(dim=1).cpu().tolist()
+    image_targets = [top[i] if t is None else t for i, t in enumerate(image_targets)]
+    if max(image_targets) >= n_classes:
+        raise ValueError(f"class index {max(image_targets)} is out of range 0..{n_classes - 1}")
+    job_target = torch.tensor([
+        s.target if s.target is not None else int(image_targets[i])
+        for i in range(b) for s in settings
+    ])
+    if (job_target < 0).any() or (job_target >= n_classes).any():
+        raise ValueError(f"a setting's target is outside 0..{n_classes - 1}")
+    return job_target
 
 
 def optimize_masks(
@@ -148,8 +179,6 @@ def optimize_masks(
     if batch_size is not None and batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     image_targets = _target_list(targets, images.shape[0], getattr(model, "categories", None))
-    names = isinstance(targets, str) or (isinstance(targets, Sequence)
-                                         and any(isinstance(t, str) for t in targets))
     dev = resolve_device(device)
     with frozen(model):
         # The folded copy (if any) is checked against the model on the first images, in eval
@@ -161,11 +190,11 @@ def optimize_masks(
         # Exits in reverse: the weights' memory format first, then their device.
         with on_device(net, dev), channels_last_weights(net, config.channels_last):
             return _optimize_all(net, images, image_targets, settings, config, dev, batch_size,
-                                 keep_images, progress, names)
+                                 keep_images, progress, targets)
 
 
 def _optimize_all(model, images, image_targets, settings, config, dev, batch_size, keep_images,
-                  progress, names: bool = False) -> UPXResult:
+                  progress, targets=None) -> UPXResult:
     categories = getattr(model, "categories", None)  # a folded copy keeps them
     b, k = images.shape[0], len(settings)
     n = b * k
@@ -180,28 +209,10 @@ def _optimize_all(model, images, image_targets, settings, config, dev, batch_siz
         logits_clean = torch.cat([
             forward(model, images[i:i + 64], config) for i in range(0, b, 64)
         ])
-    n_classes = logits_clean.shape[1]
-    if names and (categories is None or len(categories) != n_classes):
-        # a Classifier without categories is given the 1000 ImageNet names; for another
-        # classifier a name would silently pick the ImageNet index of that name
-        raise ValueError(
-            f"target names need the classifier's own class names: it has {n_classes} outputs "
-            f"and {'no' if categories is None else len(categories)} category names; pass class "
-            "indices, or Classifier(..., categories=[...])")
-    top = logits_clean.argmax(dim=1).cpu().tolist()
-    image_targets = [top[i] if t is None else t for i, t in enumerate(image_targets)]
-    if max(image_targets) >= logits_clean.shape[1]:
-        raise ValueError(f"class index {max(image_targets)} is out of range "
-                         f"0..{logits_clean.shape[1] - 1}")
-
     job_image = torch.arange(b).repeat_interleave(k)
     job_setting = torch.arange(k).repeat(b)
-    job_target = torch.tensor([
-        settings[s].target if settings[s].target is not None else int(image_targets[i])
-        for i, s in zip(job_image.tolist(), job_setting.tolist(), strict=True)
-    ])
-    if (job_target < 0).any() or (job_target >= logits_clean.shape[1]).any():
-        raise ValueError(f"a setting's target is outside 0..{logits_clean.shape[1] - 1}")
+    job_target = job_targets(targets, image_targets, settings, logits_clean, categories,
+                             "Classifier(..., categories=[...])")
 
     chunk = batch_size or n
     masks = torch.empty(n, 1, config.mask_size, config.mask_size)
