@@ -203,8 +203,9 @@ def explain(args) -> int:
     from .models import class_index, load_model
     from .optimizer import optimize_masks
     from .plotting import explanation_grid, heatmap_figure, to_numpy_image
-    from .runtime import resolve_device
+    from .runtime import keep_freed_memory, resolve_device
 
+    keep_freed_memory()
     device = resolve_device(args.device)
     path = _image_path(args.image)
     check_output_dir(out, args.force, protect=[path])
@@ -315,9 +316,11 @@ def evaluate(args) -> int:
     from .evaluation import run_evaluation, select_images
     from .io import check_output_file
     from .models import load_model
-    from .runtime import resolve_device
+    from .runtime import keep_freed_memory, resolve_device
     from .store import read_rows
     from .tables import summary_table
+
+    keep_freed_memory()
 
     root = data_dir(args.images)
     if root is None:
