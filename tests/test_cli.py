@@ -374,7 +374,7 @@ def test_a_system_oserror_reads_as_one_line(tmp_path: Path) -> None:
 
 
 def test_notes_tell_little_left_to_gain_from_weak_pull_and_say_when_nothing_was_found():
-    from upx_core.cli import _notes
+    from upx_core.report import notes as _notes
 
     # espresso at p = 0.953: nothing to gain, and log_prob would not help
     sure = _notes("espresso", 0.953, 0.9531, True, "ftc", "prob", 0.6)
@@ -425,3 +425,42 @@ def test_evaluate_checks_its_output_before_the_model_loads(tmp_path: Path, capsy
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1, (out, err)
     assert other_csv.read_text() == "a,b\n1,2\n"  # nothing was written
+
+
+def test_black_box_explain_through_torch_and_onnx_runtime(tmp_path: Path) -> None:
+    # the torch black box: the same outputs, the model queried under inference_mode
+    proc = run_cli("explain", "sample:tusker", "--black-box", "--queries", "42",
+                   "--target", "African elephant", "--out", str(tmp_path / "torch"), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    # the budget spent whole: 4 iterations x 2 x 5 directions + the clean and the final query
+    assert "queries      42 per mask" in proc.stdout
+    # export the model, then explain the ONNX file: no flag needed for upx's own export
+    onnx_file = tmp_path / "lite0.onnx"
+    proc = run_cli("export-onnx", str(onnx_file))
+    assert proc.returncode == 0, proc.stderr
+    assert run_cli("export-onnx", str(onnx_file)).returncode == 2  # exists: refused
+    proc = run_cli("explain", "sample:tusker", "--onnx", str(onnx_file), "--queries", "42",
+                   "--target", "African elephant", "--out", str(tmp_path / "onnx"), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "onnx" / "result.json").read_text())
+    assert summary["black_box"] == "onnxruntime" and summary["queries"] == 42
+    assert summary["model"] == str(onnx_file) and summary["target"] == 386
+    # the same seed, the same queries: ONNX Runtime and torch agree up to float rounding
+    torch_summary = json.loads((tmp_path / "torch" / "result.json").read_text())
+    assert abs(summary["prob_before"] - torch_summary["prob_before"]) < 1e-4
+
+
+def test_black_box_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"not onnx")
+    cases = {
+        "missing": (["--onnx", str(tmp_path / "none.onnx")], "does not exist"),
+        "garbage": (["--onnx", str(garbage)], "cannot read ONNX model"),
+        "budget": (["--black-box", "--queries", "0"], "--queries must be a positive"),
+    }
+    for name, (flags, message) in cases.items():
+        out = tmp_path / name
+        proc = run_cli("explain", "sample:tusker", "--out", str(out), *flags, *FAST)
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, name
+        assert not out.exists(), name

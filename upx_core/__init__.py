@@ -7,6 +7,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         equations.py    Eq. 1-7, one function each, and loss_terms: what each mode minimizes
         optimizer.py    the batched Adam loop over B images x K settings (optimize_masks)
         blackbox.py     the same masks from forward queries alone (optimize_masks_blackbox)
+        onnxbox.py      ONNX export, and an ONNX Runtime session as the black box
         config.py       OptimConfig, MaskSetting, settings grids, the choices the CLI offers
         result.py       UPXResult: masks, probabilities, the loss history
         attribution.py  UndesirablePixels (Captum's attribute), quantus_explain_func (Quantus)
@@ -18,7 +19,8 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         data.py         image files and the 1000 ImageNet sample images
         io.py           outputs written whole or not at all; --force replaces only upx's own
         plotting.py     the paper's three-panel figure and heatmaps
-        cli.py          upx explain, upx evaluate
+        cli.py          upx explain, upx evaluate, upx export-onnx
+        report.py       what upx explain writes and prints
       Tables 1-2
         evaluation.py   the paper's protocol over many images (upx evaluate)
         store.py        its resumable, locked CSV

@@ -11,9 +11,6 @@ output folder before it loads the model, and ``--force`` replaces only a folder 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import io
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -107,6 +104,30 @@ def build_parser() -> argparse.ArgumentParser:
                          "folder or file)")
     _add_hyperparameters(ex, objective=EXPLAIN_OBJECTIVE)
     _add_runtime(ex)
+    bb = ex.add_argument_group(
+        "black box: a model you can only query (no gradient; upx_core.blackbox)")
+    bb.add_argument("--black-box", action="store_true",
+                    help="optimize from --model's outputs alone, run under inference_mode")
+    bb.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                    help="explain this ONNX model through ONNX Runtime (implies --black-box; "
+                         "make one with upx export-onnx)")
+    bb.add_argument("--queries", type=int, default=16000,
+                    help="model queries per mask (default: %(default)s)")
+    bb.add_argument("--mean", type=float, nargs=3, default=None,
+                    help="--onnx's input normalization, if the file does not hold it")
+    bb.add_argument("--std", type=float, nargs=3, default=None, help="likewise")
+    bb.add_argument("--input-size", type=int, default=None,
+                    help="--onnx's image side in pixels, if the file does not hold it")
+    bb.add_argument("--outputs", choices=("logits", "probs"), default=None,
+                    help="what --onnx's model returns, if the file does not say")
+
+    xo = sub.add_parser("export-onnx", help="write a built-in model as an ONNX file",
+                        description="Export --model (preprocessing in the file's metadata) for "
+                                    "upx explain --onnx, ONNX Runtime or any ONNX tool.")
+    xo.add_argument("out", help="the .onnx file to write (must not exist, see --force)")
+    xo.add_argument("--model", default="efficientnet_lite0",
+                    help="the classifier to export (default: %(default)s)")
+    xo.add_argument("--force", action="store_true", help="replace an existing file")
 
     ev = sub.add_parser(
         "evaluate", help="the paper's Table 1/2 protocol on N images",
@@ -163,18 +184,6 @@ def _image_path(spec: str) -> Path:
     return sample_path(spec.split(":", 1)[1]) if spec.startswith("sample:") else Path(spec)
 
 
-def _png(fig_or_array) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    if hasattr(fig_or_array, "savefig"):
-        fig_or_array.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        plt.close(fig_or_array)
-    else:
-        plt.imsave(buf, fig_or_array, format="png")
-    return buf.getvalue()
-
-
 def explain(args) -> int:
     from .config import MODEL_NAMES, MaskSetting
 
@@ -195,14 +204,10 @@ def explain(args) -> int:
     if args.model not in MODEL_NAMES:
         raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
 
-    import numpy as np
-
     from .data import check_min_size, load_image, open_rgb
-    from .io import atomic_directory, check_output_dir
-    from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
+    from .io import check_output_dir
     from .models import class_index, load_model
     from .optimizer import optimize_masks
-    from .plotting import explanation_grid, heatmap_figure, to_numpy_image
     from .runtime import keep_freed_memory, resolve_device
 
     keep_freed_memory()
@@ -214,6 +219,8 @@ def explain(args) -> int:
     if args.target is not None:
         class_index(args.target)  # every --model has the ImageNet classes
 
+    if args.onnx or args.black_box:
+        return _explain_black_box(args, config, settings, picture, path, out)
     model = load_model(args.model, device=device)
     image = load_image(picture, model.input_size, model.resize_size)
     target = None if args.target is None else class_index(args.target, model.categories)
@@ -223,89 +230,57 @@ def explain(args) -> int:
                             progress=not args.no_progress)
     wall = time.perf_counter() - t0
 
-    before = result.target_prob_before[0]
-    after = result.target_prob_after[0]
-    rel = relative_improvement(before, after)
-    ratio = undesirable_pixel_ratio(result.masks_upsampled[0, :, 0], args.threshold)
-    summary = result.describe(0, 0)
-    summary.pop("setting")
-    summary.update({
-        "image": str(path),
-        "model": args.model,
-        "mode": args.mode,
-        "seeds": list(args.seeds),
-        "prob_after": [float(v) for v in after],
-        "prob_after_mean": float(after.mean()),
-        "relative_improvement": [float(v) for v in rel],
-        "phi": float(rel.mean()),
-        "threshold": args.threshold,
-        "ratio": [float(v) for v in ratio],
-        "ratio_mean": float(ratio.mean()),
-        "consistency": (consistency(result.masks_upsampled[0], args.threshold)
-                        if len(settings) > 1 else None),
-        "top5_after": [result.named(*(t[0, k] for t in result.top5_after()))
-                       for k in range(len(settings))],
-        "settings": [dataclasses.asdict(s) for s in settings],
-        "wall_s": wall,
-    })
-    with atomic_directory(out, force=args.force, protect=[path]) as tmp:
-        (tmp / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
-        np.save(tmp / "mask.npy", result.masks[0, :, 0].numpy())
-        (tmp / "heatmap.png").write_bytes(_png(heatmap_figure(result, image)))
-        (tmp / "perturbed.png").write_bytes(_png(to_numpy_image(result.perturbed[0, 0])))
-        (tmp / "explanation.png").write_bytes(_png(explanation_grid(
-            result, image.unsqueeze(0), show_perturbed=True)))
+    from .report import write_explanation
 
-    name = summary["target_name"]
-    print(f"image        {path.name}")
-    print(f"target       {name} ({summary['target']}), mode {args.mode}, model {args.model}")
-    print(f"p(target)    {float(before[0]):.4f} -> " + ", ".join(f"{float(a):.4f}" for a in after)
-          + f"  (seeds {' '.join(map(str, args.seeds))})")
-    print(f"phi (Eq. 8)  {summary['phi']:.2f}  (relative improvement of the target, mean)")
-    print(f"ratio        {100 * summary['ratio_mean']:.2f} % of pixels with 1 - M' > "
-          f"{args.threshold}")
-    empty = float(ratio.max()) == 0
-    if summary["consistency"] is not None:
-        c = summary["consistency"]
-        # two empty regions are not a perfect agreement: IoU says nothing then
-        iou = "n/a" if empty else f"{c['iou']:.3f}"
-        print(f"consistency  Pearson {c['pearson']:.3f}, IoU {iou} over {len(settings)} trials")
-    for line in _notes(name, float(before[0]), float(after.max()), empty, args.mode,
-                       config.objective, args.threshold):
-        print(f"note         {line}")
-    print(f"wrote        {out}/ (result.json, mask.npy, heatmap.png, perturbed.png, "
-          f"explanation.png) in {wall:.1f} s")
-    return 0
+    return write_explanation(result, image, args, path, out, wall)
 
 
-def _notes(name: str, before: float, best_after: float, empty: bool, mode: str,
-           objective: str, threshold: float) -> list[str]:
-    """What the summary tells a user whose target barely moved, and why it did not.
+def _explain_black_box(args, config, settings, picture, path: Path, out: Path) -> int:
+    """``upx explain --black-box`` / ``--onnx``: the query-only optimizer on a predictor."""
+    from .blackbox import optimize_masks_blackbox, torch_predictor
+    from .data import load_image
+    from .models import class_index, load_model
+    from .report import write_explanation
 
-    Two causes call for different remedies: a target the model is already sure of has little
-    left to gain (blur is then too expensive: a lower --lambda2 helps, the log-probability does
-    not, since its pull differs from the probability's by 1/f_k ~ 1 there); a target the model
-    gives little probability pulls weakly under the probability objective (f_k (1 - f_k) is
-    small), which --objective log_prob removes.
-    """
-    notes = []
-    if empty:
-        notes.append(f"no undesirable pixels found: no pixel has 1 - M' > {threshold} in any "
-                     "trial")
-    if mode == "deletion" or best_after - before >= 0.01:
-        return notes
-    if before >= 0.9:
-        notes.append(f"p({name}) barely moved: the model is already sure ({before:.3f}), so "
-                     "little is left to gain against the cost of blurring; a lower --lambda2 "
-                     "makes blur cheaper (--objective log_prob changes little this close to 1)")
-    elif objective == "prob" and before < 0.3:
-        notes.append(f"p({name}) barely moved: a target the model gives little probability "
-                     "pulls weakly against the penalties; try --objective log_prob "
-                     "(book/implementation-notes.md)")
+    if args.queries < 1:
+        raise ValueError(f"--queries must be a positive integer, got {args.queries}")
+    if args.onnx:
+        from .onnxbox import onnx_predictor
+
+        predict = onnx_predictor(args.onnx, mean=args.mean, std=args.std,
+                                 input_size=args.input_size, outputs=args.outputs)
+        size, resize, model_name = predict.input_size, predict.resize_size, str(args.onnx)
     else:
-        notes.append(f"p({name}) barely moved: the penalties outweigh what blurring gains here; "
-                     "try a lower --lambda2 or --lambda1")
-    return notes
+        model = load_model(args.model)  # the CPU: a black box's queries come back as arrays
+        predict, size, resize = torch_predictor(model, "logits"), model.input_size, \
+            model.resize_size
+        model_name = args.model
+    image = load_image(picture, size, resize)
+    target = None if args.target is None else class_index(args.target, predict.categories)
+    # spend the budget on the paper's iterations: as many search directions as it allows
+    samples = max(1, (args.queries - 2) // (2 * config.iterations))
+    t0 = time.perf_counter()
+    result = optimize_masks_blackbox(predict, image, targets=target, settings=settings,
+                                     config=config, queries=args.queries, samples=samples,
+                                     outputs=predict.outputs, batch_size=args.batch_size,
+                                     progress=not args.no_progress)
+    wall = time.perf_counter() - t0
+    extra = {"model": model_name, "queries": int(result.queries[0].max()),
+             "black_box": "onnxruntime" if args.onnx else "torch inference_mode"}
+    return write_explanation(result, image, args, path, out, wall, extra=extra)
+
+
+def export_onnx_command(args) -> int:
+    from .models import load_model
+    from .onnxbox import export_onnx
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    export_onnx(load_model(args.model), out)
+    print(f"wrote        {out} ({out.stat().st_size / 2**20:.1f} MiB; upx explain IMG --onnx "
+          f"{out})")
+    return 0
 
 
 def evaluate(args) -> int:
@@ -367,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        return {"explain": explain, "evaluate": evaluate}[args.command](args)
+        return {"explain": explain, "evaluate": evaluate,
+                "export-onnx": export_onnx_command}[args.command](args)
     except EXPECTED_ERRORS as err:
         print(f"upx: error: {_one_line(err)}", file=sys.stderr)
         return 2
