@@ -23,11 +23,10 @@ from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
 from upx_core.chapter import load_sample
 from upx_core.config import OBJECTIVES
 from upx_core.evaluation import select_images
-from upx_core.metrics import relative_improvement, undesirable_pixel_ratio
+from upx_core.metrics import found_mask, relative_improvement, undesirable_pixel_ratio
 from upx_core.provenance import provenance, save_results
 
 RANKS = (1, 2, 3)
-FOUND_PHI = 10.0
 THRESHOLD = 0.6
 
 
@@ -59,7 +58,7 @@ def measure(model, indices: list[int], objective: str, iterations: int) -> list[
             "image_index": image, "rank": rank, "target": target, "objective": objective,
             "band": confidence_band(rank, p0), "prob_before": p0, "prob_after": float(after[j]),
             "phi": float(phi[j]), "ratio": float(ratio[j]),
-            "found": bool(float(ratio[j]) > 0 and float(phi[j]) >= FOUND_PHI),
+            "found": bool(found_mask(ratio[j], phi[j])),
         })
     return rows
 

@@ -132,3 +132,18 @@ def test_consistency_skips_constant_pairs_and_counts_two_empty_regions_as_agreei
 def test_consistency_needs_two_trials():
     with pytest.raises(ValueError, match="two trials"):
         consistency(torch.ones(1, 4, 4))
+
+
+def test_found_mask_needs_a_pixel_past_the_threshold_and_a_real_gain():
+    import pandas as pd
+
+    from upx_core.metrics import FOUND_PHI, found_mask
+
+    assert FOUND_PHI == 10.0
+    ratio = torch.tensor([0.0, 0.01, 0.01, 0.0])
+    rel = torch.tensor([50.0, 9.99, 10.0, 0.0])
+    # an empty mask with a big gain (the faint blur below the threshold did it) is not found
+    assert found_mask(ratio, rel).tolist() == [False, False, True, False]
+    assert found_mask(ratio, rel, min_phi=5).tolist() == [False, True, True, False]
+    df = pd.DataFrame({"ratio": ratio.numpy(), "phi": rel.numpy()})
+    assert found_mask(df["ratio"], df["phi"]).tolist() == [False, False, True, False]

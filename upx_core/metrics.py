@@ -6,7 +6,11 @@ import itertools
 
 import torch
 
-__all__ = ["relative_improvement", "phi", "undesirable_pixel_ratio", "consistency"]
+__all__ = ["relative_improvement", "phi", "undesirable_pixel_ratio", "found_mask",
+           "consistency"]
+
+# A mask "finds" undesirable pixels when it raises the target by at least this phi (Eq. 8, %).
+FOUND_PHI = 10.0
 
 
 def relative_improvement(prob_before, prob_after) -> torch.Tensor:
@@ -41,6 +45,16 @@ def undesirable_pixel_ratio(mask_up: torch.Tensor, threshold: float = 0.6) -> to
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     return ((1.0 - mask_up) > threshold).flatten(-2).float().mean(dim=-1)
+
+
+def found_mask(ratio, relative_improvement, min_phi: float = FOUND_PHI):
+    """Whether a mask found undesirable pixels: at least one pixel past Table 2's threshold
+    (``ratio > 0``) and the target raised by ``relative_improvement >= min_phi`` (Eq. 8, in %).
+
+    Elementwise over tensors, arrays or pandas Series (returns the same kind); the rule behind
+    the default objective of ``upx explain`` (chapter 7, benchmarks/default_objective.py).
+    """
+    return (ratio > 0) & (relative_improvement >= min_phi)
 
 
 def consistency(masks_up: torch.Tensor, threshold: float = 0.6) -> dict[str, float]:

@@ -1,0 +1,120 @@
+"""How close the query-only F-TC mask comes to the white-box one, per query budget (issue 11).
+
+For the case-study images and targets, one white-box F-TC mask per image (seed 0, the paper's
+200 iterations, ``optimize_masks``) and one query-only mask per image and budget
+(``optimize_masks_blackbox`` on EfficientNet-Lite0 exported to ONNX and run by ONNX Runtime,
+the same seed, 200 iterations, as many antithetic directions as the budget allows). Reported
+per (image, budget): Pearson r of the upsampled 1 - M' with the white-box one, phi (Eq. 8) and
+its share of the white-box phi, the Table 2 ratio, queries used and seconds. Also the raw
+query throughput (images/s) of ONNX Runtime and of torch under inference_mode at several batch
+sizes. Everything goes to one JSON with the hardware and commit.
+
+Usage: python benchmarks/blackbox_quality.py --budgets 1000 4000 16000 --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
+from upx_core.blackbox import optimize_masks_blackbox, torch_predictor
+from upx_core.chapter import load_sample
+from upx_core.metrics import relative_improvement, undesirable_pixel_ratio
+from upx_core.models import class_index
+from upx_core.onnxbox import export_onnx, onnx_predictor
+from upx_core.provenance import provenance
+from upx_core.runtime import keep_freed_memory
+
+CASES = [("n01871265_tusker", "African elephant"), ("n04228054_ski", "ski"),
+         ("n02667093_abaya", "abaya"), ("n03776460_mobile_home", "mobile home")]
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    den = (a.norm() * b.norm()).item()
+    return float((a @ b).item() / den) if den > 0 else float("nan")
+
+
+def throughput(predict, batch_sizes, seconds: float = 3.0) -> dict[int, float]:
+    """Images per second of ``predict`` on random 224 x 224 images, per batch size."""
+    out = {}
+    for bs in batch_sizes:
+        x = torch.rand(bs, 3, 224, 224)
+        predict(x)  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            predict(x)
+            n += bs
+        out[bs] = n / (time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budgets", type=int, nargs="+", default=[1000, 4000, 16000])
+    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--torch-budget", type=int, default=1000,
+                    help="the budget also run through torch (seconds per mask, same masks)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    keep_freed_memory()
+    t_start = time.time()
+    model = load_model("efficientnet_lite0")
+    images = torch.stack([load_sample(name, model) for name, _ in CASES])
+    targets = [class_index(t, model.categories) for _, t in CASES]
+    config = OptimConfig(iterations=args.iterations)
+    setting = MaskSetting(mode="ftc", seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_file = export_onnx(model, Path(tmp) / "lite0.onnx")
+        ort = onnx_predictor(onnx_file)
+        rates = {"onnxruntime": throughput(ort, args.batch_sizes),
+                 "torch_inference_mode": throughput(torch_predictor(model, "logits"),
+                                                    args.batch_sizes)}
+        print(json.dumps(rates, indent=1), flush=True)
+        t0 = time.perf_counter()
+        white = optimize_masks(model, images, targets=targets, settings=setting, config=config,
+                               progress=False)
+        white_s = (time.perf_counter() - t0) / len(CASES)
+        white_phi = relative_improvement(white.target_prob_before, white.target_prob_after)[:, 0]
+        rows = []
+        runs = [("onnxruntime", ort, b) for b in args.budgets]
+        runs.append(("torch", torch_predictor(model, "logits"), args.torch_budget))
+        for backend, predict, budget in runs:
+            samples = max(1, (budget - 2) // (2 * config.iterations))
+            t0 = time.perf_counter()
+            res = optimize_masks_blackbox(predict, images, targets=targets, settings=setting,
+                                          config=config, queries=budget, samples=samples,
+                                          outputs="logits", progress=False)
+            per_mask_s = (time.perf_counter() - t0) / len(CASES)
+            phi = relative_improvement(res.target_prob_before, res.target_prob_after)[:, 0]
+            ratio = undesirable_pixel_ratio(res.masks_upsampled[:, 0, 0])
+            for b, (name, target) in enumerate(CASES):
+                rows.append({
+                    "image": name, "target": target, "backend": backend, "budget": budget,
+                    "samples": samples, "queries": int(res.queries[b, 0]),
+                    "pearson_vs_white": pearson(res.undesirable[b, 0], white.undesirable[b, 0]),
+                    "phi": float(phi[b]), "white_phi": float(white_phi[b]),
+                    "phi_share": float(phi[b] / white_phi[b]) if white_phi[b] > 0 else None,
+                    "ratio": float(ratio[b]),
+                    "white_ratio": float(undesirable_pixel_ratio(
+                        white.masks_upsampled[b, 0, 0])),
+                    "seconds_per_mask": per_mask_s, "white_seconds_per_mask": white_s,
+                })
+                print(json.dumps(rows[-1]), flush=True)
+    record = {"provenance": provenance(" ".join(["python", *sys.argv]),
+                                      wall_s=time.time() - t_start),
+              "throughput": rates, "rows": rows}
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
