@@ -1,0 +1,94 @@
+"""The implementation notes' numbers on stored sweeps, held to their CSVs with the bounds the
+words state (book/implementation-notes.md, "Decision 3", the readings of jacobgil's code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from upx_core.tables import bootstrap_interval
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+SWEEP = RESULTS / "interpretation-sweep-readings-cpu-2026-11-29_per_image.csv"
+READINGS = {"mean/prob (default)": "prob", "mean/logit": "logit",
+            "jacobgil (noise, no root, Gaussian+median, start M=1)": "jacobgil"}
+PAPER_RATIO_LOW = 3.6  # Table 2's smallest F-TC/F-NTC ratio, in percent
+
+
+@pytest.fixture(scope="module")
+def sweep() -> pd.DataFrame:
+    d = pd.read_csv(SWEEP)
+    return d.assign(reading=d["reading"].map(READINGS))
+
+
+def cell(sweep, reading, mode, column):
+    values = sweep[(sweep["reading"] == reading) & (sweep["mode"] == mode)][column]
+    lo, hi = bootstrap_interval(values)
+    return values.mean(), lo, hi
+
+
+def test_the_sweep_is_twelve_images_three_trials(sweep):
+    assert set(sweep["reading"]) == set(READINGS.values())
+    assert sweep.groupby(["reading", "mode"])["image"].nunique().eq(12).all()
+    assert sweep["seeds"].eq(3).all()
+
+
+@pytest.mark.parametrize("reading,mode,column,mean,lo,hi", [
+    ("prob", "ftc", "phi", 52.1, 35.0, 68.6), ("prob", "ftc", "ratio_pct", 0.56, 0.18, 1.02),
+    ("prob", "fntc", "phi", 7.7, 2.5, 15.4),
+    ("logit", "ftc", "phi", 93.7, 82.8, 99.7), ("logit", "ftc", "ratio_pct", 22.4, 19.7, 25.2),
+    ("logit", "fntc", "phi", 31.5, 21.6, 43.0),
+    ("jacobgil", "ftc", "phi", 52.2, 37.4, 65.9),
+    ("jacobgil", "ftc", "ratio_pct", 1.46, 0.80, 2.20),
+    ("jacobgil", "fntc", "phi", 34.7, 22.2, 48.4),
+])
+def test_table_cells_with_their_intervals(sweep, reading, mode, column, mean, lo, hi):
+    m, a, b = cell(sweep, reading, mode, column)
+    digits = 2 if mean < 10 and column == "ratio_pct" else 1
+    assert (round(m, digits), round(a, digits), round(b, digits)) == (mean, lo, hi)
+
+
+def test_table_cells_without_intervals(sweep):
+    def mean(reading, mode, column):
+        return cell(sweep, reading, mode, column)[0]
+
+    assert round(mean("prob", "ftc", "ratio_minmax_pct"), 2) == 0.68
+    assert round(mean("logit", "ftc", "ratio_minmax_pct"), 1) == 22.4
+    assert round(mean("jacobgil", "ftc", "ratio_minmax_pct"), 2) == 1.55
+    assert round(mean("prob", "fntc", "ratio_pct"), 2) == 0.06
+    assert round(mean("logit", "fntc", "ratio_pct"), 2) == 1.80
+    assert round(mean("jacobgil", "fntc", "ratio_pct"), 2) == 1.15
+    assert [round(mean(r, "ftc", "pearson"), 2) for r in ("prob", "logit", "jacobgil")] == \
+        [0.63, 0.67, 0.88]
+
+
+def test_no_reading_reproduces_both_tables(sweep):
+    # logit: "more than 19 % ... at the lower end of its interval"
+    assert cell(sweep, "logit", "ftc", "ratio_pct")[1] > 19
+    # jacobgil: closest on size, but "the upper end of its interval stays below 3.6 %"
+    assert cell(sweep, "jacobgil", "ftc", "ratio_pct")[2] < PAPER_RATIO_LOW
+    # "from about half a percent to about one and a half, with the same phi as the default"
+    assert 0.4 < cell(sweep, "prob", "ftc", "ratio_pct")[0] < 0.6
+    assert 1.4 < cell(sweep, "jacobgil", "ftc", "ratio_pct")[0] < 1.6
+    assert abs(cell(sweep, "jacobgil", "ftc", "phi")[0] - cell(sweep, "prob", "ftc", "phi")[0]) < 1
+    # "min-max rescaling changes the count little under every reading": under 0.3 points
+    for reading in READINGS.values():
+        for mode in ("ftc", "fntc"):
+            raw, mm = (cell(sweep, reading, mode, c)[0] for c in ("ratio_pct", "ratio_minmax_pct"))
+            assert 0 <= mm - raw < 0.3, (reading, mode)
+
+
+def test_fntc_moves_under_the_other_readings_but_stays_below_ftc(sweep):
+    # "its phi from about 8 to above 30"
+    assert cell(sweep, "prob", "fntc", "phi")[0] < 8
+    assert min(cell(sweep, r, "fntc", "phi")[0] for r in ("logit", "jacobgil")) > 30
+    diffs = {}
+    for reading in READINGS.values():
+        p = sweep[sweep["reading"] == reading].pivot(index="image", columns="mode", values="phi")
+        d = p["ftc"] - p["fntc"]
+        lo, hi = bootstrap_interval(d)
+        diffs[reading] = (round(d.mean(), 1), round(lo, 1), round(hi, 1))
+    assert diffs["jacobgil"] == (17.6, 5.7, 31.1) and diffs["jacobgil"][1] > 0
+    assert diffs["prob"][0] == 44.4 and diffs["logit"][0] == 62.2
