@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                     help="explain this ONNX model through ONNX Runtime (implies --black-box; "
                          "make one with upx export-onnx)")
-    # 4000: measured in the book's black-box chapter (16000 took minutes per mask there)
+    # 4000: measured in the book's black-box chapter; at that run's rate 16000 would take
+    # more than five minutes per mask
     bb.add_argument("--queries", type=int, default=4000,
                     help="model queries per mask (default: %(default)s)")
     bb.add_argument("--mean", type=float, nargs=3, default=None,
