@@ -464,3 +464,20 @@ def test_black_box_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
         assert proc.returncode == 2, (name, proc.stderr)
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, name
         assert not out.exists(), name
+
+
+def test_a_missing_image_is_answered_before_torch_loads(tmp_path: Path) -> None:
+    script = (
+        "import json, sys\n"
+        "from upx_core.cli import main\n"
+        "codes = [main(['explain', p, '--out', sys.argv[1]]) for p in sys.argv[2:]]\n"
+        "print(json.dumps({'codes': codes, 'torch': 'torch' in sys.modules}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out"),
+                           str(tmp_path / "typo.jpg"), str(tmp_path)],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"codes": [2, 2], "torch": False}
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"upx: error: image file not found: {tmp_path / 'typo.jpg'}",
+                     f"upx: error: {tmp_path} is a folder, not an image file"]

@@ -205,6 +205,10 @@ def explain(args) -> int:
         raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.model not in MODEL_NAMES:
         raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if not args.image.startswith("sample:"):
+        from .io import check_image_file
+
+        check_image_file(args.image)  # before torch loads: a typo is answered at once
 
     from .data import check_min_size, load_image, open_rgb
     from .io import check_output_dir

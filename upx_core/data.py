@@ -21,6 +21,8 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
+from .io import check_image_file
+
 __all__ = [
     "DATA_DIR_ENV",
     "SAMPLES_URL",
@@ -117,11 +119,7 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
     FileNotFoundError, a folder IsADirectoryError; a non-image or truncated file, or one above
     PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), raises ValueError.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not an image file")
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    path = check_image_file(path)
     # PIL's global default is already False; set it explicitly so a truncated JPEG is an error
     # here even if another library in the process turned it on.
     ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -180,3 +180,14 @@ def atomic_directory(
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def check_image_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it is a file; a folder is IsADirectoryError, a missing file
+    FileNotFoundError. Needs no torch, so ``upx explain`` answers a typo at once."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file")
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    return path
