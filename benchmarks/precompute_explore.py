@@ -11,6 +11,10 @@ Writes to ``--out`` (default ``notebooks/results/explore``):
   explore.csv   one row per (image, mode, knob, value): target, mask id, probabilities, ratio
   explore.json  provenance (command, hardware, commit, optimizer_version, wall time, config)
 
+``--live-picture PATH`` instead saves what chapter 8's live explorer shows after one press of
+*Optimize* with its default controls on the umbrella (its picture, with its status line as
+the title): the static book shows that picture in place of the widget, which needs a kernel.
+
 Resumable: each (image, objective) batch is kept in ``<out>/.parts`` until all are done, and a
 rerun skips the batches already there. Usage (from the repository root)::
 
@@ -78,7 +82,11 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--images", nargs="*", default=list(IMAGES))
+    parser.add_argument("--live-picture", default=None,
+                        help="save the live explorer's picture here and stop")
     args = parser.parse_args(argv)
+    if args.live_picture:
+        return live_picture(Path(args.live_picture), args.model)
     out = Path(args.out)
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -143,6 +151,30 @@ def main(argv=None) -> int:
     save_results(df, out / "explore.csv", meta)
     shutil.rmtree(parts)
     print(f"{len(masks)} masks, {len(df)} rows, optimizer {batch_s:.0f} s -> {out}")
+    return 0
+
+
+def live_picture(path: Path, model_name: str) -> int:
+    """One press of the live explorer's *Optimize*, as chapter 8 builds the explorer."""
+    import re
+
+    from upx_core.widgets import live_explorer
+
+    model = load_model(model_name, device="cpu")
+    explorer = live_explorer(model, load_sample("umbrella", model), target="umbrella",
+                             iterations=50, device="cpu")
+    explorer.controls["mode"].value = "ftc"
+    result = explorer.update()
+    from upx_core.widgets import result_pictures
+
+    status = re.sub(r"<[^>]+>", "", explorer.status.value).replace("&rarr;", "->")
+    status = status.replace("&gt;", ">")
+    picture = result_pictures(result, explorer.image, titles=[f"live explorer, defaults, "
+                                                              f"Optimize pressed: {status}"],
+                              dpi=100, colorbar=True)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(picture)
+    print(f"{path}: {status}")
     return 0
 
 
