@@ -11,7 +11,14 @@ import torch
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_masks, sample_path
 from upx_core.analysis import consistency_table, logit_decomposition, plot_logit_decomposition
 from upx_core.config import param_grid
-from upx_core.widgets import live_explorer, result_pngs, static_explorer
+from upx_core.widgets import (
+    live_explorer,
+    result_pictures,
+    result_pngs,
+    static_explorer,
+    stored_result,
+    tree_explorer,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = OptimConfig(iterations=2)
@@ -113,6 +120,57 @@ def test_static_explorer_one_axis(image, model):
     box = static_explorer(g, [b"a", b"b"])
     row, stack = box.children
     assert [c.value for c in stack.children] == [b"a", b"b"]
+
+
+def test_stored_result_redraws_stored_masks(grid, grid_result, image):
+    """A result rebuilt from its masks and probabilities has the optimizer's perturbed images
+    and target probabilities, so the explorer's pictures need no optimizer."""
+    r = grid_result
+    t = int(r.targets[0, 0])
+    s = stored_result(image, r.masks[0, :, 0], t, float(r.target_prob_before[0, 0]),
+                      r.target_prob_after[0].tolist(), grid.settings, r.config, r.categories)
+    assert torch.allclose(s.perturbed, r.perturbed, atol=1e-5)
+    assert torch.allclose(s.target_prob_after, r.target_prob_after)
+    assert torch.equal(s.undesirable, r.undesirable)
+    jpegs = result_pictures(s, image, dpi=100, format="jpeg", quality=70, colorbar=True)
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(jpegs[0])) as im:
+        assert im.format == "JPEG" and im.width >= 800
+
+
+def test_tree_explorer_links_every_level():
+    """Image, mode and knob each pick a Stack child in every branch; the value slider of the
+    chosen knob (its options depend on the knob) picks the picture, and shows the value."""
+    import ipywidgets as widgets
+
+    values = {"lambda1": (0.5, 1.7, 5.0), "seed": (0, 1)}
+    tree = {im: {m: {k: {v: f"{im}{m}{k}{v}".encode() for v in vs} for k, vs in values.items()}
+                 for m in ("ftc", "fntc")} for im in ("ski", "abaya", "tusker")}
+    tree["ski"]["fntc"]["seed"][1] = "<i>not computed</i>"
+    box = tree_explorer(tree, ["image", "mode", "knob", "value"], dropdown=["image"])
+    c = box.controls
+    assert isinstance(c["image"], widgets.Dropdown) and isinstance(c["mode"], widgets.ToggleButtons)
+    assert [label for label, _ in c["knob"].options] == ["lambda1", "seed"]
+    slider = c["value"]["lambda1"]
+    assert isinstance(slider, widgets.SelectionSlider)
+    assert slider.options == ("0.5", "1.7", "5") and slider.index == 0
+    pictures = box.children[-1]
+    leaves = pictures.children[2].children[1].children[0]  # tusker, fntc, lambda1
+    assert [w.value for w in leaves.children] == [f"tuskerfntclambda1{v}".encode()
+                                                  for v in values["lambda1"]]
+    assert isinstance(pictures.children[0].children[1].children[1].children[1], widgets.HTML)
+    linked = {(ln.source[0].model_id, ln.target[0].model_id) for ln in box.links}
+    assert (c["image"].model_id, pictures.model_id) in linked
+    assert (c["knob"].model_id, box.children[-2].model_id) in linked  # the slider Stack
+    assert (slider.model_id, leaves.model_id) in linked
+    assert all((c["mode"].model_id, p.model_id) in linked for p in pictures.children)
+    assert len(box.links) == 1 + 1 + 3 + 6 + 12
+    bad = {"a": {"x": {1: b"1"}}, "b": {"y": {1: b"1"}}}
+    with pytest.raises(ValueError, match="different options"):
+        tree_explorer(bad, ["image", "knob", "value"])
 
 
 def test_logit_decomposition_is_exact(model, image, grid_result):

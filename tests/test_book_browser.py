@@ -3,8 +3,8 @@
 The book is served from 127.0.0.1 and opened in Debian's chromium through Playwright
 (`playwright install` is never run: it downloads a browser, which cannot work offline).
 Checks: every page in _toc.yml loads; notebook chapters show a loaded figure and no error
-output; the explore chapter's slider switches images in the static page; and no page asks
-any host but localhost for anything (the widget and math JavaScript are vendored in
+output; the explore chapter's buttons and sliders switch pictures in the static page; and no
+page asks any host but localhost for anything (the widget and math JavaScript are vendored in
 book/widgets-js/).
 
 Skips when the book has not been built: `make test` runs before `make book`, so `.ci/run`
@@ -234,36 +234,63 @@ def test_case_study_screenshot(visit, shot_dir):
     v.assert_clean()
 
 
-def test_explore_slider_switches_image(visit, shot_dir):
-    v = visit(EXPLORE)
-    page = v.page
-    # The widget state embedded in the page is rendered by the vendored embed-amd.js.
-    page.wait_for_selector(".cell_output .jupyter-widgets .widget-slider", timeout=20_000)
-    _wait_for_loaded_output_image(page)
+def _visible_picture(page) -> str:
+    srcs = _visible_output_image_srcs(page)
+    assert len(srcs) == 1, f"expected exactly one visible picture in the explorer, saw {srcs}"
+    return srcs[0]
 
-    before = _visible_output_image_srcs(page)
-    assert len(before) == 1, f"expected exactly one visible image in the stack, saw {before}"
-    slider = page.locator(".cell_output .widget-slider").first
-    widget_output = page.locator(".cell_output", has=page.locator(".widget-slider")).first
-    widget_output.scroll_into_view_if_needed()
-    widget_output.screenshot(path=str(shot_dir / "explore_before.png"))
 
-    handle = slider.locator(".noUi-handle").first
-    handle.focus()
-    handle.press("ArrowRight")
+def _wait_for_new_picture(page, old: str) -> str:
     page.wait_for_function(
         """(old) => {
              const vis = [...document.querySelectorAll('.cell_output img')]
                .filter(img => img.checkVisibility() && img.getBoundingClientRect().width > 0);
              return vis.length === 1 && vis[0].src !== old && vis[0].naturalWidth > 0;
            }""",
-        arg=before[0],
+        arg=old,
         timeout=10_000,
     )
-    after = _visible_output_image_srcs(page)
+    return _visible_picture(page)
+
+
+def test_explore_controls_switch_pictures(visit, shot_dir):
+    """Chapter 8's static explorer (no kernel): the image and knob buttons and each knob's
+    value slider switch the visible picture, and the slider shows the value, not its step."""
+    v = visit(EXPLORE)
+    page = v.page
+    # The widget state embedded in the page is rendered by the vendored embed-amd.js.
+    page.wait_for_selector(".cell_output .jupyter-widgets .widget-toggle-buttons",
+                           timeout=20_000)
+    _wait_for_loaded_output_image(page)
+    widget_output = page.locator(".cell_output", has=page.locator(".widget-toggle-buttons")).first
+    widget_output.scroll_into_view_if_needed()
+    widget_output.screenshot(path=str(shot_dir / "explore_before.png"))
+    toggles = widget_output.locator(".widget-toggle-buttons")
+    images, modes, knobs = toggles.nth(0), toggles.nth(1), toggles.nth(2)
+
+    seen = {_visible_picture(page)}
+    for name in ("ski", "chocolate sauce", "African elephant"):  # three images, and back
+        old = _visible_picture(page)
+        images.get_by_role("button", name=name, exact=True).click()
+        seen.add(_wait_for_new_picture(page, old))
+    old = _visible_picture(page)
+    modes.get_by_role("button", name="F-TC", exact=True).click()
+    seen.add(_wait_for_new_picture(page, old))
+    readouts = {}
+    for knob in ("λ₁ (TV)", "λ₂ (L1)", "γ", "seed", "objective"):
+        knobs.get_by_role("button", name=knob, exact=True).click()
+        slider = widget_output.locator(".widget-slider:visible")
+        slider.filter(has_text=f"{knob} =").wait_for(timeout=10_000)  # the knob's own slider
+        assert slider.count() == 1, f"{knob}: expected one visible value slider"
+        old = _visible_picture(page)
+        handle = slider.locator(".noUi-handle").first
+        handle.focus()
+        handle.press("ArrowRight")
+        seen.add(_wait_for_new_picture(page, old))
+        readouts[knob] = slider.locator(".widget-readout").first.inner_text().strip()
     widget_output.screenshot(path=str(shot_dir / "explore_after.png"))
-    assert after != before
-    readout = slider.locator(".widget-readout").first
-    if readout.count():
-        assert readout.inner_text().strip() == "1"
+    # the second value of each knob, as the slider shows it
+    assert readouts == {"λ₁ (TV)": "1.7", "λ₂ (L1)": "3", "γ": "0.3", "seed": "1",
+                        "objective": "log_prob"}
+    assert len(seen) == 1 + 3 + 1 + 5
     v.assert_clean()

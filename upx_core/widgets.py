@@ -1,6 +1,8 @@
-"""The book's widgets: a kernel-free explorer over precomputed pictures (:func:`static_explorer`,
-linked in the browser, so it works in the static HTML), a live one that runs the optimizer
-(:class:`LiveExplorer`, needs a kernel), and the pictures both show (:func:`result_pngs`).
+"""The book's widgets: kernel-free explorers over precomputed pictures (:func:`static_explorer`
+for a grid, :func:`tree_explorer` for nested choices; linked in the browser, so they work in
+the static HTML), a live one that runs the optimizer (:class:`LiveExplorer`, needs a kernel),
+the pictures they show (:func:`result_pictures`), and a result rebuilt from stored masks
+(:func:`stored_result`).
 
 Needs ``ipywidgets`` (the ``book`` extra); nothing else in ``upx_core`` imports this module.
 """
@@ -20,45 +22,83 @@ except ImportError as err:  # pragma: no cover
     raise ImportError("upx_core.widgets needs ipywidgets: pip install 'upx[book]'") from err
 
 from .config import MODES, MaskSetting, OptimConfig, ParamGrid
+from .equations import blur_for, perturb, upsample_mask
 from .metrics import undesirable_pixel_ratio
 from .optimizer import optimize_masks
 from .plotting import show_explanation
 from .result import UPXResult
 
-__all__ = ["figure_png", "result_pngs", "static_explorer", "LiveExplorer", "live_explorer"]
+__all__ = ["figure_png", "result_pngs", "result_pictures", "stored_result", "static_explorer",
+           "tree_explorer", "LiveExplorer", "live_explorer"]
 
 
-def figure_png(fig: Figure, dpi: int = 80) -> bytes:
-    """A figure as PNG bytes (works without pyplot: nothing is shown or kept open)."""
+def figure_png(fig: Figure, dpi: int = 80, format: str = "png", quality: int = 75) -> bytes:  # noqa: A002
+    """A figure as PNG (or ``format="jpeg"``, at ``quality``) bytes; works without pyplot:
+    nothing is shown or kept open."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    extra = {"pil_kwargs": {"quality": quality}} if format == "jpeg" else {}
+    fig.savefig(buf, format=format, dpi=dpi, **extra)
     return buf.getvalue()
 
 
-def result_pngs(
-    result: UPXResult,
-    image: torch.Tensor,
-    b: int = 0,
-    titles: Sequence[str] | None = None,
-    dpi: int = 72,
-) -> list[bytes]:
-    """One PNG per setting of image ``b``, in the paper's layout (:func:`show_explanation`):
+def result_pictures(result: UPXResult, image: torch.Tensor, b: int = 0,
+                    titles: Sequence[str] | None = None, dpi: int = 72, format: str = "png",  # noqa: A002
+                    quality: int = 75, colorbar: bool = False) -> list[bytes]:
+    """One picture per setting of image ``b``, in the paper's layout (:func:`show_explanation`):
     image, undesirable pixels over it, perturbed image with target probability before -> after.
 
-    ``titles`` head each figure (a setting's label is longer than a panel is wide). Figures are
-    built without pyplot, so nothing is displayed in a notebook.
+    ``titles`` head each figure (a setting's label is longer than a panel is wide); ``colorbar``
+    adds the heatmap's scale; ``format`` is ``"png"`` or ``"jpeg"`` (at ``quality``). The
+    figure is 8.2 inches wide: ``dpi=100`` gives 820 pixels. Figures are built without pyplot,
+    so nothing is displayed in a notebook.
     """
     if image.dim() == 4:
         image = image[b]
-    pngs = []
+    height = (3.2 if titles is not None else 2.9) + (0.2 if colorbar else 0.0)
+    pictures = []
     for k in range(result.targets.shape[1]):
-        fig = Figure(figsize=(8.2, 3.2 if titles is not None else 2.9), layout="constrained")
+        fig = Figure(figsize=(8.2, height), layout="constrained")
         axes = fig.subplots(1, 3)
         if titles is not None:
             fig.suptitle(titles[k], fontsize=11)
-        show_explanation(result, image, b=b, k=k, axes=axes)
-        pngs.append(figure_png(fig, dpi))
-    return pngs
+        show_explanation(result, image, b=b, k=k, axes=axes, colorbar=colorbar)
+        pictures.append(figure_png(fig, dpi, format=format, quality=quality))
+    return pictures
+
+
+def result_pngs(result: UPXResult, image: torch.Tensor, b: int = 0,
+                titles: Sequence[str] | None = None, dpi: int = 72) -> list[bytes]:
+    """:func:`result_pictures` as PNGs, without colour bars."""
+    return result_pictures(result, image, b=b, titles=titles, dpi=dpi)
+
+
+def stored_result(image: torch.Tensor, masks: torch.Tensor, target: int, prob_before: float,
+                  probs_after: Sequence[float], settings: Sequence[MaskSetting],
+                  config: OptimConfig | None = None,
+                  categories: Sequence[str] | None = None) -> UPXResult:
+    """An :class:`UPXResult` for one image rebuilt from K stored coarse masks ``[K, m, m]`` and
+    their stored target probabilities, so the paper's figure can be drawn without optimizing.
+
+    The perturbed images are recomputed from the masks (Eq. 1 with ``config``'s blur); only
+    the target's probability is known, so every other class gets probability 0 (top-5s and
+    ``describe`` of such a result say nothing) and the loss history is empty.
+    """
+    config = config or OptimConfig()
+    image = image if image.dim() == 3 else image[0]
+    masks = torch.as_tensor(masks, dtype=torch.float32).reshape(-1, 1, *masks.shape[-2:])
+    k = masks.shape[0]
+    n = max(len(categories or ()), target + 1)
+    before, after = torch.zeros(1, n), torch.zeros(1, k, n)
+    before[0, target] = float(prob_before)
+    after[0, :, target] = torch.as_tensor([float(p) for p in probs_after])
+    size = tuple(image.shape[-2:])
+    with torch.no_grad():
+        perturbed = perturb(image[None], blur_for(image[None], config), upsample_mask(masks, size))
+    return UPXResult(config=config, settings=list(settings),
+                     targets=torch.full((1, k), target, dtype=torch.long), masks=masks[None],
+                     probs_before=before, probs_after=after, history=torch.zeros(0, 1, k, 1),
+                     image_size=size, perturbed=perturbed[None],
+                     categories=list(categories) if categories else None)
 
 
 def static_explorer(grid: ParamGrid, pngs: Sequence[bytes], format_value=None) -> widgets.Box:
@@ -107,6 +147,91 @@ def static_explorer(grid: ParamGrid, pngs: Sequence[bytes], format_value=None) -
         box = widgets.VBox([toggle, widgets.HBox([slider, labels]), outer])
     box.links = links
     return box
+
+
+def _leaf(value, format: str) -> widgets.Widget:  # noqa: A002
+    if isinstance(value, bytes):
+        return widgets.Image(value=value, format=format)
+    return widgets.HTML(str(value))
+
+
+def tree_explorer(tree: dict, names: Sequence[str], format: str = "jpeg",  # noqa: A002
+                  format_value=None, dropdown: Sequence[str] = ()) -> widgets.Box:
+    """A kernel-free explorer over a nested dict of pictures: ``tree[a][b]...[v]`` is the
+    picture (bytes, shown as ``ipywidgets.Image`` of ``format``) or an HTML text of one choice.
+
+    ``names`` name the levels, outermost first. Every level but the last has one control
+    (``ToggleButtons``, or a ``Dropdown`` for names in ``dropdown``), whose options must be the
+    same in every branch. The last level's options may depend on the choice at the level above
+    it (the knob decides which values there are): one ``SelectionSlider`` per such choice, which
+    shows the value, not its step; a Stack shows the slider of the chosen knob. The controls are
+    ``jslink``-ed in the browser to the ``selected_index`` of nested ``ipywidgets.Stack``s, so
+    the explorer needs no kernel. The box keeps its links in ``box.links`` and its controls in
+    ``box.controls`` (level name -> widget; the last level's name -> {knob: slider}).
+    """
+    names = list(names)
+    if len(names) < 2:
+        raise ValueError("tree_explorer needs at least two levels (a knob and its values)")
+    fmt = format_value or (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+
+    def level_options(branches: list[dict], depth: int) -> list:
+        options = list(branches[0])
+        if any(list(b) != options for b in branches):
+            raise ValueError(f"level {names[depth]!r} has different options in different "
+                             "branches; only the last level may depend on the one above")
+        return options
+
+    branches, controls, links = [tree], {}, []
+    for depth, name in enumerate(names[:-1]):
+        options = level_options(branches, depth)
+        kind = widgets.Dropdown if name in dropdown else widgets.ToggleButtons
+        controls[name] = kind(options=[(fmt(o), i) for i, o in enumerate(options)], value=0,
+                              description=name, style={"description_width": "initial"})
+        branches = [b[o] for b in branches for o in options]
+    knob_name, value_name = names[-2], names[-1]
+    knobs = list(tree_path_options(tree, len(names) - 2))
+    values = {}
+    for j, knob in enumerate(knobs):
+        per_knob = [b for i, b in enumerate(branches) if i % len(knobs) == j]
+        values[knob] = level_options(per_knob, len(names) - 1)
+    sliders = {knob: widgets.SelectionSlider(options=[fmt(v) for v in values[knob]], index=0,
+                                             description=f"{fmt(knob)} =",
+                                             continuous_update=True,
+                                             style={"description_width": "initial"})
+               for knob in knobs}
+    slider_stack = widgets.Stack(list(sliders.values()), selected_index=0)
+    links.append(widgets.jslink((controls[knob_name], "index"), (slider_stack, "selected_index")))
+
+    def build(node, depth: int) -> widgets.Stack:
+        keys = list(node)
+        if depth == len(names) - 2:  # the knob level: each child is a Stack over its values
+            children = []
+            for knob in keys:
+                leaves = widgets.Stack([_leaf(node[knob][v], format) for v in values[knob]],
+                                       selected_index=0)
+                links.append(widgets.jslink((sliders[knob], "index"),
+                                            (leaves, "selected_index")))
+                children.append(leaves)
+        else:
+            children = [build(node[key], depth + 1) for key in keys]
+        stack = widgets.Stack(children, selected_index=0)
+        links.append(widgets.jslink((controls[names[depth]], "index"),
+                                    (stack, "selected_index")))
+        return stack
+
+    pictures = build(tree, 0)
+    box = widgets.VBox([*controls.values(), slider_stack, pictures])
+    box.links = links
+    box.controls = {**controls, value_name: sliders}
+    return box
+
+
+def tree_path_options(tree: dict, depth: int) -> list:
+    """The options at level ``depth`` of a nested dict, read along its first branch."""
+    node = tree
+    for _ in range(depth):
+        node = next(iter(node.values()))
+    return list(node)
 
 
 def _live_controls(setting: MaskSetting, config: OptimConfig, iterations: int, categories,
