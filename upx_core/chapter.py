@@ -27,6 +27,7 @@ __all__ = [
     "load_sample",
     "styled",
     "find_results_dir",
+    "glue",
 ]
 
 PENALTY_FIELDS = ("lambda1", "lambda2", "beta", "gamma")
@@ -92,6 +93,31 @@ def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
     if caption:
         sty = sty.set_caption(caption)
     return sty
+
+
+class _Text(str):
+    """A string whose repr is itself, so ``{glue:text}`` shows ``plunger``, not ``'plunger'``."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def glue(name: str, value) -> object:
+    """Hand ``value`` to the book's prose as ``{glue:text}`name``` (myst-nb), showing nothing.
+
+    Numbers keep their type, so the prose can format them (``{glue:text}`name:.2f```); a string
+    is glued as itself, without quotes. Outside a Jupyter Book build (papermill, Colab without
+    myst-nb) it does nothing. Returns ``value``.
+    """
+    try:
+        from myst_nb import glue as nb_glue
+    except ImportError:
+        return value
+    shown = _Text(value) if isinstance(value, str) else value
+    if hasattr(shown, "item") and getattr(shown, "ndim", 1) == 0:
+        shown = shown.item()  # numpy and torch scalars as plain Python numbers
+    nb_glue(name, shown, display=False)
+    return value
 
 
 def chapter_config(hyperparameters: Mapping | str | None = None,
