@@ -102,22 +102,21 @@ class _Text(str):
         return str(self)
 
 
-def glue(name: str, value) -> object:
+def glue(name: str, value) -> None:
     """Hand ``value`` to the book's prose as ``{glue:text}`name``` (myst-nb), showing nothing.
 
     Numbers keep their type, so the prose can format them (``{glue:text}`name:.2f```); a string
     is glued as itself, without quotes. Outside a Jupyter Book build (papermill, Colab without
-    myst-nb) it does nothing. Returns ``value``.
+    myst-nb) it does nothing. Returns nothing, so a cell that ends with it shows nothing.
     """
     try:
         from myst_nb import glue as nb_glue
     except ImportError:
-        return value
+        return
     shown = _Text(value) if isinstance(value, str) else value
     if hasattr(shown, "item") and getattr(shown, "ndim", 1) == 0:
         shown = shown.item()  # numpy and torch scalars as plain Python numbers
     nb_glue(name, shown, display=False)
-    return value
 
 
 def chapter_config(hyperparameters: Mapping | str | None = None,
