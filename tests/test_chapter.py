@@ -130,3 +130,8 @@ def test_glue_shows_nothing_and_glues_strings_without_quotes(monkeypatch):
     assert glued["p"][0] == 0.25 and isinstance(glued["p"][0], float)
     glue("n", 3)
     assert glued["n"][0] == 3
+
+
+def test_styled_shows_missing_values_as_a_dash():
+    html = styled(pd.DataFrame({"phi": [48.7, float("nan")]}), precision=1).to_html()
+    assert "48.7" in html and "\u2014" in html and "nan" not in html

@@ -85,8 +85,8 @@ def _number_or_text(text: str):
 def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
            index: bool = False):
     """A DataFrame as a padded HTML table for the book: numbers rounded to ``precision``,
-    the index hidden unless ``index``, an optional caption."""
-    sty = df.style.format(precision=precision).set_table_styles(
+    missing values as a dash, the index hidden unless ``index``, an optional caption."""
+    sty = df.style.format(precision=precision, na_rep="\u2014").set_table_styles(
         [{"selector": "th, td", "props": "padding: 0.2em 0.5em; text-align: right;"}])
     if not index:
         sty = sty.hide(axis="index")
