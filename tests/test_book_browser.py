@@ -3,7 +3,9 @@
 The book is served from 127.0.0.1 and opened in Debian's chromium through Playwright
 (`playwright install` is never run: it downloads a browser, which cannot work offline).
 Checks: every page in _toc.yml loads; notebook chapters show a loaded figure and no error
-output; the explore chapter's buttons and sliders switch pictures in the static page; and no
+output; no table or code block runs past the text column (a table wider than the column scrolls
+inside a framed box, book/_static/upx.css); every figure of chapters 1-7 is numbered and
+captioned; the explore chapter's buttons and sliders switch pictures in the static page; and no
 page asks any host but localhost for anything (the widget and math JavaScript are vendored in
 book/widgets-js/).
 
@@ -44,6 +46,12 @@ CHROMIUM_ARGS = [
 IGNORED_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
 EXPLORE = "notebooks/08_explore"
 CASE_STUDY = "notebooks/04_elephants"
+# Chapters whose every output image is a numbered, captioned figure (cell metadata
+# mystnb.figure); chapter 8's images live inside widgets.
+CAPTIONED_CHAPTERS = [f"notebooks/{n}" for n in ("01_perturbation", "02_objective",
+                                                  "03_ftc_fntc", "04_elephants",
+                                                  "05_ski_chocolate", "06_abaya",
+                                                  "07_evaluation")]
 
 
 def _toc_files() -> list[str]:
@@ -294,3 +302,63 @@ def test_explore_controls_switch_pictures(visit, shot_dir):
                         "objective": "log_prob"}
     assert len(seen) == 1 + 3 + 1 + 5
     v.assert_clean()
+
+
+# The design (book/_static/upx.css): a table narrower than the text column sits in it; a wider
+# one scrolls inside a framed box (overflow-x: auto, a border) that is itself no wider than the
+# column. Code lines wrap. Either way nothing runs into the margin or makes the page scroll
+# sideways.
+_OVERFLOWING = """() => {
+  const article = document.querySelector('article.bd-article') || document.querySelector('article');
+  const column = article.getBoundingClientRect();
+  const bad = [];
+  const fits = (r) => r.left >= column.left - 2 && r.right <= column.right + 2;
+  for (const table of article.querySelectorAll('table')) {
+    if (!table.checkVisibility()) continue;
+    if (fits(table.getBoundingClientRect())) continue;
+    let box = table.parentElement, framed = null;
+    while (box && box !== article) {
+      const style = getComputedStyle(box);
+      if (['auto', 'scroll'].includes(style.overflowX)) { framed = box; break; }
+      box = box.parentElement;
+    }
+    const ok = framed && fits(framed.getBoundingClientRect())
+      && parseFloat(getComputedStyle(framed).borderTopWidth) > 0;
+    if (!ok) bad.push('table: ' + table.innerText.slice(0, 80));
+  }
+  for (const pre of article.querySelectorAll('div.cell_input pre, div.cell_output pre')) {
+    if (pre.scrollWidth > pre.clientWidth + 2) bad.push('code: ' + pre.innerText.slice(0, 80));
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 2) {
+    bad.push('page scrolls sideways');
+  }
+  return bad;
+}"""
+
+
+@pytest.mark.parametrize("doc", NOTEBOOK_FILES)
+def test_no_table_or_code_runs_past_the_column(visit, doc):
+    v = visit(doc)
+    # the hidden code cells count too: open every "Show code cell source" toggle
+    v.page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
+    bad = v.page.evaluate(_OVERFLOWING)
+    assert not bad, f"{doc}: wider than the text column at 1280 px:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("doc", CAPTIONED_CHAPTERS)
+def test_every_output_image_is_a_numbered_captioned_figure(visit, doc):
+    v = visit(doc)
+    _wait_for_loaded_output_image(v.page)
+    images = v.page.evaluate("""() => [...document.querySelectorAll('article .cell_output img')]
+      .map(img => {
+        const fig = img.closest('figure');
+        const cap = fig && fig.querySelector('figcaption');
+        const num = cap && cap.querySelector('.caption-number');
+        return {src: img.src.slice(-40), caption: cap ? cap.innerText.trim() : '',
+                number: num ? num.innerText.trim() : ''};
+      })""")
+    assert images, f"{doc}: no output image"
+    for img in images:
+        assert img["number"].startswith("Fig"), f"{doc}: image {img['src']} has no figure number"
+        assert len(img["caption"]) > len(img["number"]) + 10, \
+            f"{doc}: image {img['src']} has no caption: {img['caption']!r}"

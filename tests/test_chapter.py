@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from upx_core import MaskSetting, OptimConfig, load_model
 from upx_core.chapter import as_list, chapter_config, load_sample, not_none, output_dir, styled
@@ -111,3 +112,26 @@ def test_inactive_or_recording_claims_never_raise(monkeypatch):
     recording = Claims("99_test")
     assert recording.check("surveyed", 0.0, above=1) is False
     assert recording.table()["holds"].tolist() == [False]
+
+
+def test_glue_shows_nothing_and_glues_strings_without_quotes(monkeypatch):
+    import sys
+    import types
+
+    from upx_core.chapter import glue
+
+    glued = {}
+    fake = types.ModuleType("myst_nb")
+    fake.glue = lambda name, value, display=True: glued.update({name: (value, display)})
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    assert glue("top", "plunger") is None
+    assert repr(glued["top"][0]) == "plunger" and glued["top"][1] is False
+    glue("p", torch.tensor(0.25))
+    assert glued["p"][0] == 0.25 and isinstance(glued["p"][0], float)
+    glue("n", 3)
+    assert glued["n"][0] == 3
+
+
+def test_styled_shows_missing_values_as_a_dash():
+    html = styled(pd.DataFrame({"phi": [48.7, float("nan")]}), precision=1).to_html()
+    assert "48.7" in html and "\u2014" in html and "nan" not in html

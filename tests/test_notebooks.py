@@ -70,3 +70,41 @@ def test_notebook_runs_headless_with_tiny_parameters(name, tmp_path):
     # Chapter 8's pictures live inside its widgets (a Stack of PNGs), the others' are plain PNGs.
     shown = {"image/png", "application/vnd.jupyter.widget-view+json"}
     assert any(shown & set(o.get("data", {})) for o in outputs), f"{name} drew no figure"
+    # myst-nb wraps *every* display output of a figure cell in its own numbered figure with the
+    # cell's name, so a figure cell shows exactly one thing (a second is a duplicate label).
+    for cell in executed["cells"]:
+        if _figure(cell):
+            displayed = [o for o in cell.get("outputs", [])
+                         if o.get("output_type") in ("display_data", "execute_result")]
+            assert len(displayed) <= 1, \
+                f"{name}: figure cell {_figure(cell)['name']} shows {len(displayed)} outputs"
+            assert all("image/png" in o["data"] for o in displayed), \
+                f"{name}: figure cell {_figure(cell)['name']} shows something other than a figure"
+
+
+# What a reader meets (issue 12): code is hidden behind a toggle, figures are numbered and
+# captioned. Chapter 8 (widgets) is not held to this.
+READER_CHAPTERS = [n for n in sorted(TINY) if n != "08_explore"]
+
+
+def _figure(cell: dict) -> dict | None:
+    return cell.get("metadata", {}).get("mystnb", {}).get("figure")
+
+
+def test_chapters_hide_their_code_and_caption_their_figures():
+    names = []
+    for name in READER_CHAPTERS:
+        nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+        for i, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            tags = cell.get("metadata", {}).get("tags", [])
+            assert ("parameters" in tags) != ("hide-input" in tags), \
+                f"{name} cell {i}: every code cell but the parameters one hides its source"
+            assert not cell.get("outputs"), f"{name} cell {i}: stored with outputs"
+            fig = _figure(cell)
+            if fig:
+                assert fig.get("name", "").startswith("fig-"), f"{name} cell {i}: figure name"
+                assert len(fig.get("caption", "")) > 20, f"{name} cell {i}: no caption"
+                names.append(fig["name"])
+    assert len(names) == len(set(names)), "a figure name occurs twice (a duplicate label)"

@@ -27,6 +27,7 @@ __all__ = [
     "load_sample",
     "styled",
     "find_results_dir",
+    "glue",
 ]
 
 PENALTY_FIELDS = ("lambda1", "lambda2", "beta", "gamma")
@@ -84,14 +85,38 @@ def _number_or_text(text: str):
 def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
            index: bool = False):
     """A DataFrame as a padded HTML table for the book: numbers rounded to ``precision``,
-    the index hidden unless ``index``, an optional caption."""
-    sty = df.style.format(precision=precision).set_table_styles(
+    missing values as a dash, the index hidden unless ``index``, an optional caption."""
+    sty = df.style.format(precision=precision, na_rep="\u2014").set_table_styles(
         [{"selector": "th, td", "props": "padding: 0.2em 0.5em; text-align: right;"}])
     if not index:
         sty = sty.hide(axis="index")
     if caption:
         sty = sty.set_caption(caption)
     return sty
+
+
+class _Text(str):
+    """A string whose repr is itself, so ``{glue:text}`` shows ``plunger``, not ``'plunger'``."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def glue(name: str, value) -> None:
+    """Hand ``value`` to the book's prose as ``{glue:text}`name``` (myst-nb), showing nothing.
+
+    Numbers keep their type, so the prose can format them (``{glue:text}`name:.2f```); a string
+    is glued as itself, without quotes. Outside a Jupyter Book build (papermill, Colab without
+    myst-nb) it does nothing. Returns nothing, so a cell that ends with it shows nothing.
+    """
+    try:
+        from myst_nb import glue as nb_glue
+    except ImportError:
+        return
+    shown = _Text(value) if isinstance(value, str) else value
+    if hasattr(shown, "item") and getattr(shown, "ndim", 1) == 0:
+        shown = shown.item()  # numpy and torch scalars as plain Python numbers
+    nb_glue(name, shown, display=False)
 
 
 def chapter_config(hyperparameters: Mapping | str | None = None,
