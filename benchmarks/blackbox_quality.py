@@ -7,9 +7,12 @@ the same seed, 200 iterations, as many antithetic directions as the budget allow
 per (image, budget): Pearson r of the upsampled 1 - M' with the white-box one, phi (Eq. 8) and
 its share of the white-box phi, the Table 2 ratio, queries used and seconds. Also the raw
 query throughput (images/s) of ONNX Runtime and of torch under inference_mode at several batch
-sizes. Everything goes to one JSON with the hardware and commit.
+sizes. Everything goes to ``--out``/quality.json with the hardware and commit, and the 28 x 28
+masks (white-box and per backend and budget) to ``--out``/masks.npz, which the book's black-box
+chapter draws.
 
-Usage: python benchmarks/blackbox_quality.py --budgets 1000 4000 16000 --out results.json
+Usage: python benchmarks/blackbox_quality.py --budgets 1000 4000 16000 \
+    --out notebooks/results/blackbox
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
@@ -64,7 +68,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--torch-budget", type=int, default=1000,
                     help="the budget also run through torch (seconds per mask, same masks)")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="folder for quality.json and masks.npz")
     args = ap.parse_args()
     keep_freed_memory()
     t_start = time.time()
@@ -85,7 +89,7 @@ def main() -> None:
                                progress=False)
         white_s = (time.perf_counter() - t0) / len(CASES)
         white_phi = relative_improvement(white.target_prob_before, white.target_prob_after)[:, 0]
-        rows = []
+        rows, masks = [], {"white": white.masks[:, 0, 0].numpy()}
         runs = [("onnxruntime", ort, b) for b in args.budgets]
         runs.append(("torch", torch_predictor(model, "logits"), args.torch_budget))
         for backend, predict, budget in runs:
@@ -97,6 +101,7 @@ def main() -> None:
             per_mask_s = (time.perf_counter() - t0) / len(CASES)
             phi = relative_improvement(res.target_prob_before, res.target_prob_after)[:, 0]
             ratio = undesirable_pixel_ratio(res.masks_upsampled[:, 0, 0])
+            masks[f"{backend}_{budget}"] = res.masks[:, 0, 0].numpy()
             for b, (name, target) in enumerate(CASES):
                 rows.append({
                     "image": name, "target": target, "backend": backend, "budget": budget,
@@ -112,8 +117,11 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     record = {"provenance": provenance(" ".join(["python", *sys.argv]),
                                       wall_s=time.time() - t_start),
-              "throughput": rates, "rows": rows}
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+              "cases": CASES, "throughput": rates, "rows": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "masks.npz", **masks)
+    (out / "quality.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
