@@ -1,4 +1,5 @@
-"""The ``upx`` command: ``upx explain`` for one image, ``upx evaluate`` for the Table 1/2 protocol.
+"""The ``upx`` command: ``upx explain`` for one image (white-box, or ``--black-box`` / ``--onnx``
+from queries alone), ``upx evaluate`` for the Table 1/2 protocol, ``upx export-onnx``.
 
 ``python -m upx_core.cli`` is the same command, which is how torchrun starts it on N processes:
 ``torchrun --nproc_per_node N -m upx_core.cli evaluate ...``.
