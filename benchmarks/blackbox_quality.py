@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
-from upx_core.blackbox import optimize_masks_blackbox, torch_predictor
+from upx_core.blackbox import optimize_masks_blackbox, samples_for_budget, torch_predictor
 from upx_core.chapter import load_sample
-from upx_core.metrics import relative_improvement, undesirable_pixel_ratio
+from upx_core.metrics import consistency, relative_improvement, undesirable_pixel_ratio
 from upx_core.models import class_index
 from upx_core.onnxbox import export_onnx, onnx_predictor
 from upx_core.provenance import provenance
@@ -38,13 +38,6 @@ from upx_core.runtime import keep_freed_memory
 
 CASES = [("n01871265_tusker", "African elephant"), ("n04228054_ski", "ski"),
          ("n02667093_abaya", "abaya"), ("n03776460_mobile_home", "mobile home")]
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.flatten().double(), b.flatten().double()
-    a, b = a - a.mean(), b - b.mean()
-    den = (a.norm() * b.norm()).item()
-    return float((a @ b).item() / den) if den > 0 else float("nan")
 
 
 def throughput(predict, batch_sizes, seconds: float = 3.0) -> dict[int, float]:
@@ -89,11 +82,12 @@ def main() -> None:
                                progress=False)
         white_s = (time.perf_counter() - t0) / len(CASES)
         white_phi = relative_improvement(white.target_prob_before, white.target_prob_after)[:, 0]
+        white_ratio = undesirable_pixel_ratio(white.masks_upsampled[:, 0, 0])
         rows, masks = [], {"white": white.masks[:, 0, 0].numpy()}
         runs = [("onnxruntime", ort, b) for b in args.budgets]
         runs.append(("torch", torch_predictor(model, "logits"), args.torch_budget))
         for backend, predict, budget in runs:
-            samples = max(1, (budget - 2) // (2 * config.iterations))
+            samples = samples_for_budget(budget, config.iterations)
             t0 = time.perf_counter()
             res = optimize_masks_blackbox(predict, images, targets=targets, settings=setting,
                                           config=config, queries=budget, samples=samples,
@@ -103,15 +97,15 @@ def main() -> None:
             ratio = undesirable_pixel_ratio(res.masks_upsampled[:, 0, 0])
             masks[f"{backend}_{budget}"] = res.masks[:, 0, 0].numpy()
             for b, (name, target) in enumerate(CASES):
+                pair = torch.stack([res.masks_upsampled[b, 0], white.masks_upsampled[b, 0]])
                 rows.append({
                     "image": name, "target": target, "backend": backend, "budget": budget,
                     "samples": samples, "queries": int(res.queries[b, 0]),
-                    "pearson_vs_white": pearson(res.undesirable[b, 0], white.undesirable[b, 0]),
+                    "pearson_vs_white": consistency(pair)["pearson"],
                     "phi": float(phi[b]), "white_phi": float(white_phi[b]),
                     "phi_share": float(phi[b] / white_phi[b]) if white_phi[b] > 0 else None,
                     "ratio": float(ratio[b]),
-                    "white_ratio": float(undesirable_pixel_ratio(
-                        white.masks_upsampled[b, 0, 0])),
+                    "white_ratio": float(white_ratio[b]),
                     "seconds_per_mask": per_mask_s, "white_seconds_per_mask": white_s,
                 })
                 print(json.dumps(rows[-1]), flush=True)

@@ -39,7 +39,7 @@ from .optimizer import _check_finite, _target_list, initial_mask, job_targets
 from .result import TERMS, UPXResult
 from .runtime import frozen
 
-__all__ = ["OUTPUTS", "optimize_masks_blackbox", "torch_predictor"]
+__all__ = ["OUTPUTS", "optimize_masks_blackbox", "samples_for_budget", "torch_predictor"]
 
 # What predict returns: class probabilities (a softmax already applied) or pre-softmax logits.
 OUTPUTS = ("probs", "logits")
@@ -212,6 +212,12 @@ def optimize_masks_blackbox(
         perturbed=q if keep_images else None, image_size=size, categories=categories,
         device="cpu", queries=used.view(b, k),
     )
+
+
+def samples_for_budget(queries: int, iterations: int) -> int:
+    """The antithetic pairs per iteration that spend ``queries`` per mask over ``iterations``
+    (the clean and the final query included), at least one."""
+    return max(1, (queries - 2) // (2 * iterations))
 
 
 def _positive_int(value) -> bool:

@@ -244,7 +244,7 @@ def explain(args) -> int:
 
 def _explain_black_box(args, config, settings, picture, path: Path, out: Path) -> int:
     """``upx explain --black-box`` / ``--onnx``: the query-only optimizer on a predictor."""
-    from .blackbox import optimize_masks_blackbox, torch_predictor
+    from .blackbox import optimize_masks_blackbox, samples_for_budget, torch_predictor
     from .data import load_image
     from .models import class_index, load_model
     from .report import write_explanation
@@ -265,7 +265,7 @@ def _explain_black_box(args, config, settings, picture, path: Path, out: Path) -
     image = load_image(picture, size, resize)
     target = None if args.target is None else class_index(args.target, predict.categories)
     # spend the budget on the paper's iterations: as many search directions as it allows
-    samples = max(1, (args.queries - 2) // (2 * config.iterations))
+    samples = samples_for_budget(args.queries, config.iterations)
     t0 = time.perf_counter()
     result = optimize_masks_blackbox(predict, image, targets=target, settings=settings,
                                      config=config, queries=args.queries, samples=samples,
