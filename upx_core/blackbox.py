@@ -171,8 +171,11 @@ def optimize_masks_blackbox(
     xr, hxr, y0r = (t.repeat_interleave(reps, dim=0) for t in (x, hx, y0))
     per_query = {key: v.repeat_interleave(reps, dim=0) for key, v in per_mask.items()}
     size = tuple(images.shape[-2:])
-    bar = tqdm(total=iterations * n, disable=not progress, unit="mask-it",
-               desc=f"upx black-box {n} mask{'s' * (n != 1)}", leave=False)
+    # the bar counts the queries a user pays for: every mask's perturbed images and its final
+    # one; the clean images were asked once before (one per image, shared by its masks)
+    bar = tqdm(total=b + n * (iterations * reps + 1), initial=b, disable=not progress,
+               unit="query", desc=f"upx black-box {n} mask{'s' * (n != 1)}",
+               leave=False)
     for it in range(iterations):
         u = torch.stack([torch.randn(samples, 1, config.mask_size, config.mask_size,
                                      generator=g) for g in gens])  # [n, samples, 1, m, m]
@@ -197,14 +200,15 @@ def optimize_masks_blackbox(
         with torch.no_grad():
             mask.clamp_(0.0, 1.0)
         _check_finite(history[it: it + 1], mask, jobs, it)
-        bar.update(n)
-    bar.close()
+        bar.update(n * reps)
 
     with torch.no_grad():  # the final probabilities
         final = mask.detach()
         q = perturb(x, hx, upsample_mask(final, size))
         probs_after = torch.softmax(_scores(_query(predict, q, batch_size), outputs), dim=1)
         used += 1
+        bar.update(n)
+    bar.close()
     return UPXResult.build(
         config=config.replace(iterations=iterations), settings=settings,
         targets=job_target.view(b, k), masks=final.clone(),
