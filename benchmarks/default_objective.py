@@ -13,6 +13,7 @@ Usage: python benchmarks/default_objective.py --n 50 --out benchmarks/results/de
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -80,11 +81,17 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=None,
                     help="only the first FIRST images of the selection (a budget: each mask "
                          "costs about 15 s here)")
+    ap.add_argument("--note", default="", help="this segment, for the sidecar's note")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     model = load_model("efficientnet_lite0")
     indices = select_images(args.n, args.select_seed)[: args.first]
     old = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame()
+    # a resumed run keeps what the sidecar said of its earlier segments, and their time
+    sidecar = args.out.with_suffix(".json")
+    before = json.loads(sidecar.read_text()) if len(old) and sidecar.is_file() else {}
+    note = " ".join(filter(None, [before.get("note", ""), args.note]))
+    earlier_s = float(before.get("wall_s") or 0.0)
     rows = old.to_dict("records")
     start = time.time()
     for objective in args.objectives:
@@ -97,7 +104,7 @@ def main() -> None:
                 f"python benchmarks/default_objective.py --n {args.n} --select-seed "
                 f"{args.select_seed} --iterations {args.iterations} --first {args.first} "
                 f"--objectives {' '.join(args.objectives)} --out {args.out}",
-                wall_s=time.time() - start, images=indices))
+                wall_s=earlier_s + time.time() - start, images=indices, note=note))
             print(f"{objective}: {len(df[df.objective == objective])} masks, "
                   f"{time.time() - start:.0f} s", flush=True)
     print(summary(pd.DataFrame(rows)).round(3).to_string())

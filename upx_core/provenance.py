@@ -20,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .io import atomic_write_bytes
+
 __all__ = ["hardware", "git_commit", "MASK_MODULES", "optimizer_version", "segment",
            "provenance", "save_results", "load_results"]
 
@@ -100,12 +102,13 @@ def provenance(command: str, wall_s: float | None = None, **extra) -> dict:
 
 
 def save_results(df: pd.DataFrame, path: str | os.PathLike, meta: dict) -> tuple[Path, Path]:
-    """Write ``df`` to ``path`` (CSV) and ``meta`` beside it as ``<stem>.json``."""
+    """Write ``df`` to ``path`` (CSV) and ``meta`` beside it as ``<stem>.json``, each file
+    atomically: a run killed while saving leaves the previous pair, not half a table."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
+    atomic_write_bytes(path, df.to_csv(index=False).encode())
     sidecar = path.with_suffix(".json")
-    sidecar.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write_bytes(sidecar, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return path, sidecar
 
 
