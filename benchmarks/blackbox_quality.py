@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from blackbox_throughput import throughput  # benchmarks/, the script's own folder
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
 from upx_core.blackbox import optimize_masks_blackbox, samples_for_budget, torch_predictor
@@ -38,20 +39,6 @@ from upx_core.runtime import keep_freed_memory
 
 CASES = [("n01871265_tusker", "African elephant"), ("n04228054_ski", "ski"),
          ("n02667093_abaya", "abaya"), ("n03776460_mobile_home", "mobile home")]
-
-
-def throughput(predict, batch_sizes, seconds: float = 3.0) -> dict[int, float]:
-    """Images per second of ``predict`` on random 224 x 224 images, per batch size."""
-    out = {}
-    for bs in batch_sizes:
-        x = torch.rand(bs, 3, 224, 224)
-        predict(x)  # warm-up
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            predict(x)
-            n += bs
-        out[bs] = n / (time.perf_counter() - t0)
-    return out
 
 
 def main() -> None:
