@@ -12,6 +12,13 @@ estimated from queries by antithetic Gaussian smoothing (NES, Wierstra et al.; I
 
 the gradient of L smoothed by a Gaussian of width sigma. R_M's gradient is exact (autograd on
 the mask alone). Adam receives g + grad R_M, as the gradient optimizer's Adam receives grad L.
+
+The estimator's variance grows with the number of directions it has to cover: m^2 = 784 for
+the 28 x 28 mask. With ``basis=k`` the directions are u_p = B z_p, z_p ~ N(0, I_k^2), where the
+columns of B are an orthonormal basis of the bilinearly upsampled k x k fields
+(:func:`smooth_basis`): g then estimates B B^T grad L, the gradient's projection onto smooth
+masks, from k^2 dimensions instead of m^2 (Ilyas et al. 2019 and Tu et al. 2019 search in such a
+reduced space). The mask itself and R_M stay on the full m x m grid.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from .optimizer import _check_finite, _target_list, initial_mask, job_targets
 from .result import TERMS, UPXResult
 from .runtime import frozen
 
-__all__ = ["OUTPUTS", "optimize_masks_blackbox", "samples_for_budget", "torch_predictor"]
+__all__ = ["OUTPUTS", "optimize_masks_blackbox", "samples_for_budget", "smooth_basis",
+           "torch_predictor"]
 
 # What predict returns: class probabilities (a softmax already applied) or pre-softmax logits.
 OUTPUTS = ("probs", "logits")
@@ -85,6 +93,7 @@ def optimize_masks_blackbox(
     queries: int = 2000,
     samples: int = 8,
     sigma: float = 0.1,
+    basis: int | None = None,
     outputs: str = "probs",
     batch_size: int | None = None,
     progress: bool = True,
@@ -106,6 +115,8 @@ def optimize_masks_blackbox(
     samples, sigma: antithetic pairs per iteration and their standard deviation in mask units.
         The perturbed masks M +/- sigma u are clipped to [0, 1], so every queried image is a
         mixture of X and h(X), as the optimizer's are.
+    basis: draw the directions from the ``basis`` x ``basis`` smooth fields of
+        :func:`smooth_basis` instead of all m x m cells (``None``, the default: all cells).
     outputs: ``"probs"`` or ``"logits"``, what predict returns.
 
     With ``"probs"`` the logits f' that Eq. 4-7 are written on are unknown; the log-probabilities
@@ -138,6 +149,9 @@ def optimize_masks_blackbox(
     if not _positive_int(queries) or queries < 2 + 2 * samples:
         raise ValueError(f"queries={queries!r} is too small: one iteration with samples={samples} "
                          f"takes 2 + 2 * samples = {2 + 2 * samples} queries per mask")
+    if basis is not None and (not _positive_int(basis) or basis > config.mask_size):
+        raise ValueError(f"basis must be an integer from 1 to the mask size {config.mask_size}, "
+                         f"got {basis!r}")
     if batch_size is not None and not _positive_int(batch_size):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if config.perturb_noise > 0:
@@ -176,9 +190,16 @@ def optimize_masks_blackbox(
     bar = tqdm(total=b + n * (iterations * reps + 1), initial=b, disable=not progress,
                unit="query", desc=f"upx black-box {n} mask{'s' * (n != 1)}",
                leave=False)
+    m = config.mask_size
+    directions = None if basis is None else smooth_basis(basis, m)  # [m * m, basis^2]
     for it in range(iterations):
-        u = torch.stack([torch.randn(samples, 1, config.mask_size, config.mask_size,
-                                     generator=g) for g in gens])  # [n, samples, 1, m, m]
+        if directions is None:
+            u = torch.stack([torch.randn(samples, 1, m, m, generator=g) for g in gens])
+        else:
+            z = torch.stack([torch.randn(samples, directions.shape[1], generator=g)
+                             for g in gens])
+            u = (z @ directions.T).view(n, samples, 1, m, m)
+        # u: [n, samples, 1, m, m]
         with torch.no_grad():
             signed = sigma * torch.stack([u, -u], dim=1)  # [n, 2, samples, 1, m, m]
             pm = (mask.detach()[:, None, None] + signed).clamp_(0.0, 1.0).flatten(0, 2)
@@ -216,6 +237,17 @@ def optimize_masks_blackbox(
         perturbed=q if keep_images else None, image_size=size, categories=categories,
         device="cpu", queries=used.view(b, k),
     )
+
+
+def smooth_basis(k: int, m: int = 28) -> torch.Tensor:
+    """An orthonormal basis ``[m * m, k * k]`` of the m x m masks that are a k x k grid
+    bilinearly upsampled (as :func:`upsample_mask` upsamples M): the columns span those fields
+    and ``B.T @ B`` is the identity. ``k = m`` gives a basis of every m x m mask."""
+    grid = torch.eye(k * k, dtype=torch.float64).view(k * k, 1, k, k)
+    fields = torch.nn.functional.interpolate(grid, size=(m, m), mode="bilinear",
+                                             align_corners=False)
+    q, _ = torch.linalg.qr(fields.view(k * k, m * m).T)  # float64: orthonormal to rounding
+    return q.float()
 
 
 def samples_for_budget(queries: int, iterations: int) -> int:
