@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--torch-budget", type=int, default=1000,
                     help="the budget also run through torch (seconds per mask, same masks)")
+    ap.add_argument("--basis", type=int, default=None,
+                    help="draw the search directions from a BASIS x BASIS smooth basis "
+                         "(optimize_masks_blackbox's basis; default: all mask cells)")
     ap.add_argument("--out", required=True, help="folder for quality.json and masks.npz")
     args = ap.parse_args()
     keep_freed_memory()
@@ -78,7 +81,7 @@ def main() -> None:
             t0 = time.perf_counter()
             res = optimize_masks_blackbox(predict, images, targets=targets, settings=setting,
                                           config=config, queries=budget, samples=samples,
-                                          outputs="logits", progress=False)
+                                          basis=args.basis, outputs="logits", progress=False)
             per_mask_s = (time.perf_counter() - t0) / len(CASES)
             phi = relative_improvement(res.target_prob_before, res.target_prob_after)[:, 0]
             ratio = undesirable_pixel_ratio(res.masks_upsampled[:, 0, 0])
@@ -87,7 +90,8 @@ def main() -> None:
                 pair = torch.stack([res.masks_upsampled[b, 0], white.masks_upsampled[b, 0]])
                 rows.append({
                     "image": name, "target": target, "backend": backend, "budget": budget,
-                    "samples": samples, "queries": int(res.queries[b, 0]),
+                    "samples": samples, "basis": args.basis,
+                    "queries": int(res.queries[b, 0]),
                     "pearson_vs_white": consistency(pair)["pearson"],
                     "phi": float(phi[b]), "white_phi": float(white_phi[b]),
                     "phi_share": float(phi[b] / white_phi[b]) if white_phi[b] > 0 else None,
