@@ -129,3 +129,50 @@ def test_notes_runner_up_mask_sizes(targets):
     # notes: the runner-ups' masks under log_prob "6.8 % of the image on average, against 1.2 %"
     size = targets[targets["rank"] > 1].groupby("objective")["ratio"].mean() * 100
     assert round(size["log_prob"], 1) == 6.8 and round(size["prob"], 1) == 1.2
+
+
+# --- the intro's summary of Tables 1 and 2 (book/intro.md, "What reproduced and what did not"),
+# held to chapter 7's stored Lite0 runs with chapter 7's intervals
+EVALUATION = OBJECTIVE_RUN.parents[1]
+PAPER_PHI = (44.898, 48.741)  # Table 1, F-TC: VGG-19 and ResNet-18
+
+
+@pytest.fixture(scope="module")
+def lite0_runs() -> dict[str, pd.DataFrame]:
+    return {"prob": pd.read_csv(EVALUATION / "cpu_200img_prob.csv"),
+            "log_prob": pd.read_csv(EVALUATION / "cpu_48img_log_prob.csv")}
+
+
+def test_intro_phi_and_ratio(lite0_runs):
+    # "on average by 35 % of what was left to gain (probability objective, 200 images) to 47 %
+    # (log-probability, 48 images) ... while blurring less than 1 % of the image"
+    for objective, (images, phi) in {"prob": (200, 35), "log_prob": (48, 47)}.items():
+        df = lite0_runs[objective]
+        ftc = df[df["mode"] == "ftc"]
+        assert df["image_index"].nunique() == images and (df["objective"] == objective).all()
+        assert round(ftc["relative_improvement"].mean()) == phi
+        assert ftc["ratio"].mean() < 0.01
+
+
+def test_intro_verdict_on_table_1(lite0_runs):
+    # "F-TC under the log-probability (the paper's values lie inside its 95 % interval), lower
+    # under the probability (its interval lies below them)"
+    from upx_core.tables import interval_table
+
+    table = interval_table(lite0_runs, "phi").set_index(["source", "mode"])
+    prob = table.loc[("efficientnet_lite0 (prob)", "F-TC")]
+    log = table.loc[("efficientnet_lite0 (log_prob)", "F-TC")]
+    assert prob["ci_high"] < min(PAPER_PHI)
+    assert log["ci_low"] < min(PAPER_PHI) and log["ci_high"] > max(PAPER_PHI)
+
+
+def test_notes_fntc_under_each_objective(lite0_runs):
+    # implementation notes, Decision 2: F-NTC stalls under the probability ("phi about 6") and
+    # runs away under the log-probability ("phi about 98, 17 % of the image blurred")
+    def fntc(objective, column):
+        df = lite0_runs[objective]
+        return df.loc[df["mode"] == "fntc", column].mean()
+
+    assert round(fntc("prob", "relative_improvement")) == 6
+    assert round(fntc("log_prob", "relative_improvement")) == 98
+    assert round(100 * fntc("log_prob", "ratio")) == 17
