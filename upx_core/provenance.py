@@ -20,8 +20,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .io import atomic_write_bytes
-
 __all__ = ["hardware", "git_commit", "MASK_MODULES", "optimizer_version", "segment",
            "provenance", "save_results", "load_results"]
 
@@ -104,6 +102,10 @@ def provenance(command: str, wall_s: float | None = None, **extra) -> dict:
 def save_results(df: pd.DataFrame, path: str | os.PathLike, meta: dict) -> tuple[Path, Path]:
     """Write ``df`` to ``path`` (CSV) and ``meta`` beside it as ``<stem>.json``, each file
     atomically: a run killed while saving leaves the previous pair, not half a table."""
+    # imported here: the module imports nothing relative at the top, so that a copy of the
+    # package can load it alone to compute that copy's optimizer_version (tests/test_store.py)
+    from .io import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, df.to_csv(index=False).encode())
