@@ -101,7 +101,8 @@ def provenance(command: str, wall_s: float | None = None, **extra) -> dict:
 
 def save_results(df: pd.DataFrame, path: str | os.PathLike, meta: dict) -> tuple[Path, Path]:
     """Write ``df`` to ``path`` (CSV) and ``meta`` beside it as ``<stem>.json``, each file
-    atomically: a run killed while saving leaves the previous pair, not half a table."""
+    atomically: a run killed while saving leaves each file whole (old or new), never half a
+    table."""
     # imported here: the module imports nothing relative at the top, so that a copy of the
     # package can load it alone to compute that copy's optimizer_version (tests/test_store.py)
     from .io import atomic_write_bytes
