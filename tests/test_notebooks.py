@@ -70,6 +70,11 @@ def test_notebook_runs_headless_with_tiny_parameters(name, tmp_path):
     # Chapter 8's pictures live inside its widgets (a Stack of PNGs), the others' are plain PNGs.
     shown = {"image/png", "application/vnd.jupyter.widget-view+json"}
     assert any(shown & set(o.get("data", {})) for o in outputs), f"{name} drew no figure"
+    # every {glue:text} key once: myst-nb warns on a key glued twice, which fails the -W build
+    glued = [o["metadata"]["scrapbook"]["name"] for o in outputs
+             if "scrapbook" in o.get("metadata", {})]
+    assert len(glued) == len(set(glued)), \
+        f"{name} glues {sorted({k for k in glued if glued.count(k) > 1})} more than once"
     # myst-nb wraps *every* display output of a figure cell in its own numbered figure with the
     # cell's name, so a figure cell shows exactly one thing (a second is a duplicate label).
     for cell in executed["cells"]:
