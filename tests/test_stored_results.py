@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from upx_core.tables import bootstrap_interval
+from upx_core.tables import bootstrap_interval, interval_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 SWEEP = RESULTS / "interpretation-sweep-readings-cpu-2026-11-29_per_image.csv"
@@ -157,8 +157,6 @@ def test_intro_phi_and_ratio(lite0_runs):
 def test_intro_verdict_on_table_1(lite0_runs):
     # "F-TC under the log-probability (the paper's values lie inside its 95 % interval), lower
     # under the probability (its interval lies below them)"
-    from upx_core.tables import interval_table
-
     table = interval_table(lite0_runs, "phi").set_index(["source", "mode"])
     prob = table.loc[("efficientnet_lite0 (prob)", "F-TC")]
     log = table.loc[("efficientnet_lite0 (log_prob)", "F-TC")]
