@@ -222,15 +222,22 @@ def test_evaluate_parses_every_flag_into_the_run() -> None:
 
 
 def test_evaluate_records_every_run_flag_in_the_csv(tmp_path: Path) -> None:
+    import torch
+
+    from upx_core.runtime import bf16_supported
+
     out = tmp_path / "e.csv"
     data = os.environ["UPX_DATA_DIR"]
+    # bf16 runs on a CPU with native bfloat16 only; elsewhere it is refused (test_optimizer)
+    precision = "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
     assert main([
         "evaluate", "--data-root", data, "--indices", "101", "--modes", "ftc", "random",
         "--seeds", "0", "1", "--iterations", "2", "--lr", "0.05", "--objective", "log_prob",
         "--reduction", "sum", "--ftc-form", "vector", "--init-noise", "0.2", "--mask-size",
         "14", "--sigma", "3", "--kernel-size", "7", "--lambda1", "0.5", "--lambda2", "0.01",
-        "--beta", "1.5", "--gamma", "0.6", "--threshold", "0.4", "--amp", "bf16",
-        "--channels-last", "--batch-size", "1", "--batch-images", "1", "--device", "cpu",
+        "--beta", "1.5", "--gamma", "0.6", "--threshold", "0.4",
+        *(["--amp", "bf16"] if precision == "bf16" else []), "--channels-last",
+        "--batch-size", "1", "--batch-images", "1", "--device", "cpu",
         "--quiet", "--out", str(out)]) == 0
     df = pd.read_csv(out)
     assert list(zip(df.image_index, df["mode"], df.seed, strict=True)) == [
@@ -238,7 +245,7 @@ def test_evaluate_records_every_run_flag_in_the_csv(tmp_path: Path) -> None:
     want = {"iterations": 2, "lr": 0.05, "objective": "log_prob", "reduction": "sum",
             "ftc_form": "vector", "init_noise": 0.2, "mask_size": 14, "sigma": 3.0,
             "kernel_size": 7, "lambda1": 0.5, "lambda2": 0.01, "beta": 1.5, "gamma": 0.6,
-            "threshold": 0.4, "precision": "bf16", "channels_last": True, "device": "cpu",
+            "threshold": 0.4, "precision": precision, "channels_last": True, "device": "cpu",
             "model": "efficientnet_lite0"}
     for col, value in want.items():
         assert df[col].tolist() == [value] * 4, col

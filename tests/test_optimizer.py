@@ -519,3 +519,36 @@ def test_the_same_pixels_in_another_memory_layout_give_the_same_mask(model, crop
     a = run(model, x, config=cfg)
     b = run(model, view, config=cfg)
     assert torch.equal(a.masks, b.masks)
+
+
+# --- precision -----------------------------------------------------------------------------------
+
+def test_bf16_runs_the_classifier_in_bfloat16_on_a_cpu_that_has_it_and_is_refused_elsewhere(
+        model, crops):
+    """``amp="bf16"`` on the CPU: the convolutions see bfloat16 where the CPU computes it
+    natively (the logits move by bfloat16 rounding, not more); a CPU without it is refused
+    before any work, since autocast there would emulate bfloat16 slower than float32."""
+    from upx_core.runtime import bf16_supported, forward
+
+    cfg = OptimConfig(amp="bf16")
+    if not bf16_supported(torch.device("cpu")):
+        with pytest.raises(ValueError, match="native bfloat16"):
+            run(model, crops[:1], config=cfg.replace(iterations=1))
+        return
+    seen = []
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    handle = conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        with torch.no_grad():
+            fp32 = forward(model, crops, OptimConfig())
+            bf16 = forward(model, crops, cfg)
+    finally:
+        handle.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert bf16.dtype == torch.float32
+    # bfloat16 keeps 8 significant bits: the logits move by far more than float32
+    # reassociation (1e-4), yet each crop keeps its top class
+    assert float((bf16 - fp32).abs().max()) > 1e-2
+    assert torch.equal(bf16.argmax(dim=1), fp32.argmax(dim=1))
+    r = run(model, crops[:1], config=cfg.replace(iterations=2))
+    assert torch.isfinite(r.masks).all() and r.masks.dtype == torch.float32

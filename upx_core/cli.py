@@ -76,8 +76,9 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help="auto, cpu, cuda or cuda:N; under torchrun each rank takes GPU "
                         "LOCAL_RANK (default: %(default)s)")
     g.add_argument("--amp", choices=AMP_DTYPES, default=None,
-                   help="the classifier under this autocast dtype on CUDA; the mask and the "
-                        "losses stay float32 (default: float32 throughout)")
+                   help="the classifier under this autocast dtype (CUDA, or a CPU with native "
+                        "bfloat16); the mask and the losses stay float32 (default: float32 "
+                        "throughout)")
     g.add_argument("--channels-last", action="store_true",
                    help="channels-last memory layout for the classifier's input")
     g.add_argument("--batch-size", type=int, default=None,

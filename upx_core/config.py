@@ -114,8 +114,9 @@ class OptimConfig:
     logits; see :func:`upx_core.equations.loss_terms`). ``init_noise``: 0 starts every trial
     at M = 1 (no perturbation), so all trials coincide (unless ``perturb_noise`` > 0); > 0
     makes trials differ by their seeded random start.
-    amp: ``"bf16"`` runs the classifier under bfloat16 autocast on CUDA; the mask, the blur and
-    every loss term stay float32. ``check_every``: how often the loop looks for NaN/Inf (a
+    amp: ``"bf16"`` runs the classifier under bfloat16 autocast on CUDA or on a CPU with native
+    bfloat16 (AVX-512 BF16, AMX; refused on other CPUs); the mask, the blur, every loss term and
+    Adam's state stay float32. ``check_every``: how often the loop looks for NaN/Inf (a
     host-device sync on CUDA). ``fold_batchnorm``: optimize through a copy of the classifier
     with its eval-mode batch norms folded into their convolutions (same function, faster; see
     :func:`upx_core.fold.fold_batchnorm`).

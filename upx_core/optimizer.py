@@ -21,6 +21,7 @@ from .fold import fold_batchnorm
 from .result import TERMS, UPXResult
 from .runtime import (
     channels_last_weights,
+    check_amp,
     cuda_batch_size,
     forward,
     frozen,
@@ -180,6 +181,7 @@ def optimize_masks(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     image_targets = _target_list(targets, images.shape[0], getattr(model, "categories", None))
     dev = resolve_device(device)
+    check_amp(config, dev)
     with frozen(model):
         # The folded copy (if any) is checked against the model on the first images, in eval
         # mode, before any of them is optimized.

@@ -29,6 +29,8 @@ __all__ = [
     "batch_from_memory",
     "suggest_batch_size",
     "cuda_batch_size",
+    "bf16_supported",
+    "check_amp",
     "forward",
     "perturbed_probs",
     "keep_freed_memory",
@@ -204,12 +206,32 @@ def cuda_batch_size(model: nn.Module, size: tuple[int, int], dev: torch.device,
     return batch_from_memory(free, per_mask, fixed, safety, max_batch)
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: CUDA, or a CPU whose oneDNN has
+    bfloat16 kernels (AVX-512 BF16 or AMX). Elsewhere autocast would emulate it, slower than
+    float32."""
+    if device.type == "cuda":
+        return True
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_amp(config: OptimConfig, device: torch.device) -> None:
+    """A clear error, before any work, for ``amp="bf16"`` on a CPU without native bfloat16."""
+    if config.amp == "bf16" and not bf16_supported(device):
+        raise ValueError("amp='bf16' needs CUDA or a CPU with native bfloat16 (AVX-512 BF16 "
+                         "or AMX); this CPU has neither: leave amp unset (float32)")
+
+
 def forward(model: nn.Module, x: torch.Tensor, config: OptimConfig) -> torch.Tensor:
-    """The model's logits (float32) for ``x`` under ``config``'s channels-last and amp options."""
+    """The model's logits (float32) for ``x`` under ``config``'s channels-last and amp options.
+
+    ``amp="bf16"`` runs the model under bfloat16 autocast on the device ``x`` is on (CUDA, or a
+    CPU with native bfloat16: :func:`check_amp` refuses the others before any work)."""
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    if config.amp == "bf16" and x.device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+    if config.amp == "bf16":
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
             return model(x).float()
     return model(x).float()
 
