@@ -62,8 +62,12 @@ from upx_core import (
     sample_path,
 )
 from upx_core.evaluation import select_images
+from upx_core.fold import fold_batchnorm
 from upx_core.optimizer import initial_mask
-from upx_core.runtime import resolve_device
+from upx_core.runtime import frozen, resolve_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from precision_gate import VARIANTS  # noqa: E402  (the variants the gate judges)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The paper's hyperparameters (Sect. 4.1) with the library's default readings of the rest.
@@ -122,15 +126,31 @@ def run_reference(model, images, iterations):
     return torch.stack(masks)
 
 
-def run_library(model, images, iterations, channels_last, amp, batch_size):
+def run_library(model, images, iterations, variant, batch_size):
+    """The library on ``variant`` (``precision_gate.VARIANTS``: precision, layout, compile)."""
+    fields, compiled = VARIANTS[variant]
     cfg = OptimConfig(iterations=iterations, lr=LR, mask_size=MASK, sigma=SIGMA,
-                      kernel_size=KSIZE, init_noise=INIT_NOISE, channels_last=channels_last,
-                      amp=amp, check_every=max(10, iterations))
+                      kernel_size=KSIZE, init_noise=INIT_NOISE, check_every=max(10, iterations),
+                      **fields)
+    if compiled:  # the folded copy, compiled once per model (compile time: see warm-up)
+        model, cfg = _compiled(model), cfg.replace(fold_batchnorm=False)
     setting = MaskSetting("ftc", seed=0, lambda1=LAMBDA1, lambda2=LAMBDA2, beta=BETA,
                           gamma=GAMMA)
     r = optimize_masks(model, images, settings=[setting], config=cfg, device=images.device,
                        batch_size=batch_size, keep_images=False, progress=False)
     return r.masks[:, 0]
+
+
+_COMPILED: dict[int, torch.nn.Module] = {}
+
+
+def _compiled(model):
+    if id(model) not in _COMPILED:
+        with frozen(model):
+            probe = torch.rand(2, 3, 64, 64, device=next(model.parameters()).device)
+            folded, _ = fold_batchnorm(model, probe)
+        _COMPILED[id(model)] = torch.compile(folded)
+    return _COMPILED[id(model)]
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -241,8 +261,8 @@ def print_table(rows: list[dict], variants: list[str]) -> None:
         for v in variants:
             line += (f"{r[v]['ms_per_iter_per_mask']:>20.1f}{r['speedup_wall_' + v]:>8.2f}"
                      f"{r['speedup_cpu_' + v]:>7.2f}")
-        line += (f"{r['max_abs_mask_diff_lib']:>10.1e}"
-                 f"{100 * r['share_cells_over_1e-3_lib']:>6.1f}%{_mb(r['ref']):>8}")
+        line += (f"{r['max_abs_mask_diff_' + variants[0]]:>10.1e}"
+                 f"{100 * r['share_cells_over_1e-3_' + variants[0]]:>6.1f}%{_mb(r['ref']):>8}")
         line += "".join(f"{_mb(r[v]):>11}" for v in variants)
         print(line)
 
@@ -259,10 +279,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--no-channels-last", action="store_true",
-                    help="run the library without channels-last")
-    ap.add_argument("--amp", choices=["bf16"], default=None,
-                    help="also time the library under bf16 autocast (CUDA; a no-op on the CPU)")
+    ap.add_argument("--variants", nargs="+", default=["fp32+cl"], choices=list(VARIANTS),
+                    help="library variants to time: precision (fp32, bf16: autocast on CUDA or "
+                         "a CPU with native bfloat16), +cl channels-last, compile (torch.compile "
+                         "of the folded classifier); the first is checked against the reference "
+                         "(default: fp32+cl)")
     ap.add_argument("--mask-batch-size", type=int, default=None,
                     help="masks per forward pass in the library (default: all / from memory)")
     ap.add_argument("--tol", type=float, default=1e-3,
@@ -277,8 +298,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     malloc_note = _fix_malloc() if dev.type == "cpu" else None
-    channels_last = not args.no_channels_last
-    variants = ["lib"] + (["lib_amp"] if args.amp else [])
+    variants = list(dict.fromkeys(args.variants))
     date = datetime.date.today().isoformat()
     out = (Path(args.out) if args.out
            else ROOT / "benchmarks" / "results" / f"{dev.type}-{date}.json")
@@ -293,8 +313,9 @@ def main(argv=None) -> int:
         "git_commit": git_commit(),
         "settings": {
             "iterations": args.iterations, "batch_sizes": args.batch_sizes,
-            "library": {"channels_last": channels_last, "frozen_weights": True,
-                        "mask_batch_size": args.mask_batch_size, "amp_variant": args.amp},
+            "library": {"variants": {v: {"config": VARIANTS[v][0], "compiled": VARIANTS[v][1]}
+                                     for v in variants},
+                        "frozen_weights": True, "mask_batch_size": args.mask_batch_size},
             "reference": "one image at a time, weights requiring grad, plain Adam, fp32",
             "loss": "Eq. 1 + Eq. 5 (F-TC), lr 0.1, lambda1 1.7, lambda2 3.0, beta 2, gamma 0.3,"
                     " 28x28 mask, blur sigma 5 / size 11, M0 = initial_mask(0, 28, 0.5)",
@@ -315,22 +336,24 @@ def main(argv=None) -> int:
         images = images.to(dev)
         # Warm-up: kernel selection and allocator growth happen outside the timings.
         run_reference(model, images[:1], 1)
-        run_library(model, images[:2], 1, channels_last, None, args.mask_batch_size)
-        if args.amp:
-            run_library(model, images[:2], 1, channels_last, args.amp, args.mask_batch_size)
+        report["warmup_s"] = report.get("warmup_s", {})
+        for v in variants:  # a compiled variant compiles here: its cost is reported apart
+            t0 = time.perf_counter()
+            run_library(model, images[:2], 1, v, args.mask_batch_size)
+            report["warmup_s"][f"{name}/{v}"] = round(time.perf_counter() - t0, 2)
         # The gate: equal masks after --check-iterations on the first 4 images.
         xc = images[:4]
         ref_c = run_reference(model, xc, args.check_iterations)
         check = {"images": len(xc), "iterations": args.check_iterations, "tolerance": args.tol}
         for v in variants:
-            lib_c = run_library(model, xc, args.check_iterations, channels_last,
-                                args.amp if v == "lib_amp" else None, args.mask_batch_size)
+            lib_c = run_library(model, xc, args.check_iterations, v, args.mask_batch_size)
             check["max_abs_mask_diff_" + v] = float((lib_c.to(ref_c.device) - ref_c).abs().max())
-        check["passed"] = check["max_abs_mask_diff_lib"] < args.tol
+        check["passed"] = check["max_abs_mask_diff_" + variants[0]] < args.tol
         failed |= not check["passed"]
         report["checks"][name] = check
         print(f"{name} check ({len(xc)} images, {args.check_iterations} iterations): max|dM| "
-              f"{check['max_abs_mask_diff_lib']:.1e} -> {'ok' if check['passed'] else 'FAILED'}"
+              f"{check['max_abs_mask_diff_' + variants[0]]:.1e} -> "
+              f"{'ok' if check['passed'] else 'FAILED'}"
               f" (tolerance {args.tol:g})", flush=True)
         per_mask_s = None  # from the last case: (ref + lib variants) seconds per mask-iteration
         for b in sorted(args.batch_sizes):
@@ -347,9 +370,8 @@ def main(argv=None) -> int:
             row = {"model": name, "batch": b, "ref": summarize(ref, b, args.iterations)}
             total = ref["wall_s"]
             for v in variants:
-                amp = args.amp if v == "lib_amp" else None
-                lib = measure(lambda m=model, x=x, amp=amp: run_library(
-                    m, x, args.iterations, channels_last, amp, args.mask_batch_size), dev)
+                lib = measure(lambda m=model, x=x, v=v: run_library(
+                    m, x, args.iterations, v, args.mask_batch_size), dev)
                 total += lib["wall_s"]
                 row[v] = summarize(lib, b, args.iterations)
                 row["speedup_wall_" + v] = round(ref["wall_s"] / lib["wall_s"], 3)
@@ -360,10 +382,9 @@ def main(argv=None) -> int:
                 row["share_cells_over_1e-3_" + v] = float((diff > 1e-3).float().mean())
             per_mask_s = total / (b * args.iterations)
             report["results"].append(row)
-            print(f"{name} B={b}: ref {row['ref']['wall_s']:.1f} s, lib "
-                  f"{row['lib']['wall_s']:.1f} s, x{row['speedup_wall_lib']:.2f} wall, "
-                  f"x{row['speedup_cpu_lib']:.2f} cpu, max|dM| "
-                  f"{row['max_abs_mask_diff_lib']:.1e}", flush=True)
+            print(f"{name} B={b}: ref {row['ref']['wall_s']:.1f} s, "
+                  + ", ".join(f"{v} {row[v]['wall_s']:.1f} s x{row['speedup_wall_' + v]:.2f}"
+                              for v in variants), flush=True)
         del model, images
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -376,7 +397,8 @@ def main(argv=None) -> int:
           "time / library time; max|dM| and >1e-3: max |M_lib - M_ref| and the share of cells "
           f"over 1e-3 after the {args.iterations} iterations")
     for name, c in report["checks"].items():
-        print(f"check {name}: max|dM| {c['max_abs_mask_diff_lib']:.1e} after {c['iterations']}"
+        print(f"check {name}: max|dM| {c['max_abs_mask_diff_' + variants[0]]:.1e} after "
+              f"{c['iterations']}"
               f" iterations (tolerance {args.tol:g}): {'ok' if c['passed'] else 'FAILED'}")
     print_table(report["results"], variants)
     for msg in report["skipped"]:

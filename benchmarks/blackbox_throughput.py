@@ -5,7 +5,9 @@ Runtime CPU session (``onnx_predictor``), against the same model in torch under
 ``inference_mode`` (``torch_predictor``), at several batch sizes: the speed that decides how
 long a query-only mask takes (``optimize_masks_blackbox`` spends almost all its time there).
 Each (backend, batch size) is warmed up once, then timed for ``--seconds`` on random
-224 x 224 images; the two backends alternate per batch size, so a change of load hits both.
+224 x 224 images; the backends alternate per batch size, so a change of load hits all alike.
+``--precisions`` adds torch variants with the white-box optimizer's options (issue 13): batch
+norm folded, channels-last, and bfloat16 autocast where the CPU computes it natively.
 Writes ``--out`` (JSON) with the hardware, commit, threads and images/s.
 
 Usage: python benchmarks/blackbox_throughput.py --out benchmarks/results/blackbox-throughput.json
@@ -23,12 +25,34 @@ from pathlib import Path
 
 import torch
 
-from upx_core import load_model
+from upx_core import OptimConfig, load_model
 from upx_core.blackbox import torch_predictor
+from upx_core.fold import fold_batchnorm
 from upx_core.io import atomic_write_bytes
 from upx_core.onnxbox import export_onnx, onnx_predictor
 from upx_core.provenance import provenance
-from upx_core.runtime import keep_freed_memory
+from upx_core.runtime import bf16_supported, forward, frozen, keep_freed_memory
+
+# --precisions: torch backends beside the plain one, as (amp, channels_last) on a folded copy
+TORCH_VARIANTS = {"torch_folded_cl": (None, True), "torch_bf16_folded_cl": ("bf16", True),
+                  "torch_bf16_folded": ("bf16", False)}
+
+
+def folded_predictor(model, amp: str | None, channels_last: bool):
+    """Logits of a batch-norm-folded copy of ``model`` under inference_mode, through
+    ``runtime.forward`` with these options: the optimizer's forward pass, without gradients."""
+    with frozen(model):
+        folded, _ = fold_batchnorm(model, torch.rand(2, 3, 224, 224))
+    folded.eval()
+    if channels_last:
+        folded.to(memory_format=torch.channels_last)
+    config = OptimConfig(amp=amp, channels_last=channels_last)
+
+    def predict(images):
+        with torch.inference_mode():
+            return forward(folded, torch.as_tensor(images, dtype=torch.float32), config)
+
+    return predict
 
 
 def images_per_second(predict, batch_size: int, seconds: float) -> float:
@@ -51,6 +75,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case")
+    ap.add_argument("--precisions", action="store_true",
+                    help="also time torch folded + channels-last, in float32 and bfloat16")
     ap.add_argument("--out", type=Path, required=True, help="the results JSON")
     args = ap.parse_args()
     keep_freed_memory()
@@ -60,6 +86,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backends = {"onnxruntime": onnx_predictor(export_onnx(model, Path(tmp) / "m.onnx")),
                     "torch_inference_mode": torch_predictor(model, "logits")}
+        if args.precisions:
+            for name, (amp, cl) in TORCH_VARIANTS.items():
+                if amp is None or bf16_supported(torch.device("cpu")):
+                    backends[name] = folded_predictor(model, amp, cl)
         for bs in args.batch_sizes:
             for name, predict in backends.items():
                 rate = images_per_second(predict, bs, args.seconds)
