@@ -107,3 +107,21 @@ def test_real_efficientnet_lite0_through_onnx_runtime(tmp_path):
     out = torch.from_numpy(predict(x))
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     assert out.argmax(1).tolist() == ref.argmax(1).tolist()
+
+
+def test_torch_black_box_answers_through_a_folded_channels_last_copy():
+    """torch_predictor's default network: batch norms folded, weights channels-last; the same
+    logits as the model within float32 rounding, and the caller's model is left as it was."""
+    model = load_model("efficientnet_lite0")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.stack([load_image(sample_path(i)) for i in (394, 911)])
+    fast = torch_predictor(model, "logits")(x)
+    plain = torch_predictor(model, "logits", fold_batchnorm=False, channels_last=False)(x)
+    with torch.no_grad():
+        ref = model(x)
+    torch.testing.assert_close(plain, ref, rtol=0, atol=0)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-3)
+    assert fast.argmax(1).tolist() == ref.argmax(1).tolist()
+    assert not torch.equal(fast, plain)  # it did answer through another network
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) and after[k].is_contiguous() for k, v in before.items())
