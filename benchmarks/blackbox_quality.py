@@ -47,7 +47,10 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--torch-budget", type=int, default=1000,
-                    help="the budget also run through torch (seconds per mask, same masks)")
+                    help="the budget also run through torch (seconds per mask, same masks); "
+                         "0: none")
+    ap.add_argument("--objective", default="prob", choices=["prob", "log_prob", "logit"],
+                    help="OptimConfig.objective of both optimizers (default: the paper's)")
     ap.add_argument("--basis", type=int, default=None,
                     help="draw the search directions from a BASIS x BASIS smooth basis "
                          "(optimize_masks_blackbox's basis; default: all mask cells)")
@@ -58,7 +61,7 @@ def main() -> None:
     model = load_model("efficientnet_lite0")
     images = torch.stack([load_sample(name, model) for name, _ in CASES])
     targets = [class_index(t, model.categories) for _, t in CASES]
-    config = OptimConfig(iterations=args.iterations)
+    config = OptimConfig(iterations=args.iterations, objective=args.objective)
     setting = MaskSetting(mode="ftc", seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file = export_onnx(model, Path(tmp) / "lite0.onnx")
@@ -75,7 +78,8 @@ def main() -> None:
         white_ratio = undesirable_pixel_ratio(white.masks_upsampled[:, 0, 0])
         rows, masks = [], {"white": white.masks[:, 0, 0].numpy()}
         runs = [("onnxruntime", ort, b) for b in args.budgets]
-        runs.append(("torch", torch_predictor(model, "logits"), args.torch_budget))
+        if args.torch_budget:
+            runs.append(("torch", torch_predictor(model, "logits"), args.torch_budget))
         for backend, predict, budget in runs:
             samples = samples_for_budget(budget, config.iterations)
             t0 = time.perf_counter()
@@ -90,7 +94,7 @@ def main() -> None:
                 pair = torch.stack([res.masks_upsampled[b, 0], white.masks_upsampled[b, 0]])
                 rows.append({
                     "image": name, "target": target, "backend": backend, "budget": budget,
-                    "samples": samples, "basis": args.basis,
+                    "samples": samples, "basis": args.basis, "objective": args.objective,
                     "queries": int(res.queries[b, 0]),
                     "pearson_vs_white": consistency(pair)["pearson"],
                     "phi": float(phi[b]), "white_phi": float(white_phi[b]),
