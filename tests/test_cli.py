@@ -352,7 +352,10 @@ def test_ctrl_c_while_torch_loads_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "upx_core.cli", "explain", "sample:tusker", "--out", str(out),
          "--iterations", "2", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        # a Ctrl-C reaches upx from a terminal; under a make started in the background SIGINT
+        # arrives ignored and Python keeps ignoring it: give the child a terminal's disposition
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     maps = Path(f"/proc/{proc.pid}/maps")
     deadline = time.monotonic() + 120
     try:
