@@ -239,3 +239,26 @@ def test_compile_was_slower_than_eager():
     (row,) = run["results"]
     assert row["compile"]["ms_per_iter_per_mask"] > row["fp32"]["ms_per_iter_per_mask"]
     assert row["speedup_wall_compile"] < 1 < row["speedup_wall_fp32"]
+
+
+def test_smooth_basis_log_prob_black_box_table():
+    """benchmarks/README.md, "Query-only masks in a smooth basis": the table, and "at most 6
+    points where the white-box ones raise it by 43-46"."""
+    import json
+
+    run = json.loads((RESULTS / "blackbox-basis7-log_prob-cpu-2026-12-02" / "quality.json")
+                     .read_text())
+    rows = {(r["image"].split("_", 1)[1], r["budget"]): r for r in run["rows"]}
+    want = {"tusker": (46.4, 0.39, 5.8, 0.35, 5.9), "ski": (43.0, 0.09, 0.2, 0.34, 0.4),
+            "abaya": (44.0, 0.00, 1.3, 0.03, 0.3), "mobile_home": (0.0, -0.03, -0.0, -0.01, -0.2)}
+    for case, (white, r4, phi4, r16, phi16) in want.items():
+        a, b = rows[(case, 4000)], rows[(case, 16000)]
+        assert a["basis"] == 7 and a["objective"] == "log_prob"
+        assert round(a["white_phi"], 1) == white
+        assert (round(a["pearson_vs_white"], 2), round(a["phi"], 1)) == (r4, phi4)
+        assert (round(b["pearson_vs_white"], 2), round(b["phi"], 1)) == (r16, phi16)
+    assert max(r["phi"] for r in run["rows"]) < 6
+    assert all(43 <= r["white_phi"] <= 46.5 for r in run["rows"] if r["white_phi"] > 1)
+    ski, abaya = rows[("ski", 4000)], rows[("abaya", 4000)]
+    assert (round(100 * ski["white_ratio"], 2), round(100 * abaya["white_ratio"], 2)) == (0.13,
+                                                                                          0.14)
