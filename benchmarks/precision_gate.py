@@ -11,7 +11,9 @@ layout, eager):
   (0.95); a mask that is flat in both (nothing found) agrees when they differ by < 1e-3,
 - the mean Table 2 ratio within ``--ratio-rel`` (10 %) of float32's, relative.
 
-A variant that fails any of them is not a default (``upx_core.config``'s choice). The
+Each variant's phi is measured with its own classifier (under bf16, the probabilities before
+and after are bf16's too), as ``upx explain`` would report them. A variant that fails any of
+them is not a default (``upx_core.config``'s choice). The
 channels-last float32 variant is itself a control: float32 on another summation order, which
 shows how far 200 Adam steps move a mask when only rounding changes.
 
