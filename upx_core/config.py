@@ -116,9 +116,10 @@ class OptimConfig:
     makes trials differ by their seeded random start.
     amp: ``"bf16"`` runs the classifier under bfloat16 autocast on CUDA or on a CPU with native
     bfloat16 (AVX-512 BF16, AMX; refused on other CPUs); the mask, the blur, every loss term and
-    Adam's state stay float32, and the probabilities reported are the bf16 classifier's. ``check_every``: how often the loop looks for NaN/Inf (a
-    host-device sync on CUDA). ``fold_batchnorm``: optimize through a copy of the classifier
-    with its eval-mode batch norms folded into their convolutions (same function, faster; see
+    Adam's state stay float32, and the probabilities reported are the bf16 classifier's.
+    ``check_every``: how often the loop looks for NaN/Inf (a host-device sync on CUDA).
+    ``fold_batchnorm``: optimize through a copy of the classifier with its eval-mode batch norms
+    folded into their convolutions (same function, faster; see
     :func:`upx_core.fold.fold_batchnorm`).
 
     Readings of Fong & Vedaldi's mask as jacobgil's pytorch-explain-black-box implements it
