@@ -34,8 +34,8 @@ from upx_core.provenance import provenance
 from upx_core.runtime import bf16_supported, forward, frozen, keep_freed_memory
 
 # --precisions: torch backends beside the plain one, as (amp, channels_last) on a folded copy
-TORCH_VARIANTS = {"torch_folded_cl": (None, True), "torch_bf16_folded_cl": ("bf16", True),
-                  "torch_bf16_folded": ("bf16", False)}
+TORCH_VARIANTS = {"torch_folded": (None, False), "torch_folded_cl": (None, True),
+                  "torch_bf16_folded_cl": ("bf16", True), "torch_bf16_folded": ("bf16", False)}
 
 
 def folded_predictor(model, amp: str | None, channels_last: bool):

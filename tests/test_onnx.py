@@ -109,13 +109,15 @@ def test_real_efficientnet_lite0_through_onnx_runtime(tmp_path):
     assert out.argmax(1).tolist() == ref.argmax(1).tolist()
 
 
-def test_torch_black_box_answers_through_a_folded_channels_last_copy():
-    """torch_predictor's default network: batch norms folded, weights channels-last; the same
-    logits as the model within float32 rounding, and the caller's model is left as it was."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_torch_black_box_answers_through_a_folded_copy(channels_last):
+    """torch_predictor's network: batch norms folded (the default), weights channels-last if
+    asked; the same logits as the model within float32 rounding, and the caller's model is left
+    as it was."""
     model = load_model("efficientnet_lite0")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.stack([load_image(sample_path(i)) for i in (394, 911)])
-    fast = torch_predictor(model, "logits")(x)
+    fast = torch_predictor(model, "logits", channels_last=channels_last)(x)
     plain = torch_predictor(model, "logits", fold_batchnorm=False, channels_last=False)(x)
     with torch.no_grad():
         ref = model(x)

@@ -62,7 +62,7 @@ Predict = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
 
 
 def torch_predictor(model: nn.Module, outputs: str = "probs", fold_batchnorm: bool = True,
-                    channels_last: bool = True) -> Predict:
+                    channels_last: bool = False) -> Predict:
     """``model`` as a black box: ``predict(images) -> [N, C]`` on the CPU, float32.
 
     Each call runs the model in eval mode under ``torch.inference_mode()``, so no gradient can
@@ -71,11 +71,15 @@ def torch_predictor(model: nn.Module, outputs: str = "probs", fold_batchnorm: bo
     torch tensor or a NumPy array; they are moved to the model's device. The callable carries
     ``outputs`` and the model's ``categories`` (if any) for :func:`optimize_masks_blackbox`.
 
-    ``fold_batchnorm`` and ``channels_last`` answer through a private copy of the model with its
-    batch norms folded (:func:`upx_core.fold.fold_batchnorm`, checked against the model on the
-    first call's images) and its weights in channels-last order: the same function in float32,
-    rounded otherwise, and 1.6 times the queries per second at batch 16 on this project's CPU
-    (``benchmarks/blackbox_throughput.py --precisions``). The caller's model is never changed.
+    ``fold_batchnorm`` (default, as in :class:`~upx_core.config.OptimConfig`) and
+    ``channels_last`` answer through a private copy of the model with its batch norms folded
+    (:func:`upx_core.fold.fold_batchnorm`, checked against the model on the first call's
+    images) and its weights in channels-last order: the same function in float32, rounded
+    otherwise. Folded and channels-last, torch answered 1.6 times the queries per second of the
+    model as given at batch 16 on this project's CPU (``benchmarks/blackbox_throughput.py
+    --precisions``); channels-last is off by default, as in the white-box optimizer, whose
+    precision gate it failed (``benchmarks/precision_gate.py``). The caller's model is never
+    changed.
     """
     if outputs not in OUTPUTS:
         raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
