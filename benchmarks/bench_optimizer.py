@@ -62,12 +62,11 @@ from upx_core import (
     sample_path,
 )
 from upx_core.evaluation import select_images
-from upx_core.fold import fold_batchnorm
 from upx_core.optimizer import initial_mask
-from upx_core.runtime import frozen, resolve_device
+from upx_core.runtime import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from precision_gate import VARIANTS  # noqa: E402  (the variants the gate judges)
+from precision_gate import VARIANTS, compiled_folded  # noqa: E402  (the gate's variants)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The paper's hyperparameters (Sect. 4.1) with the library's default readings of the rest.
@@ -146,10 +145,8 @@ _COMPILED: dict[int, torch.nn.Module] = {}
 
 def _compiled(model):
     if id(model) not in _COMPILED:
-        with frozen(model):
-            probe = torch.rand(2, 3, 64, 64, device=next(model.parameters()).device)
-            folded, _ = fold_batchnorm(model, probe)
-        _COMPILED[id(model)] = torch.compile(folded)
+        probe = torch.rand(2, 3, 64, 64, device=next(model.parameters()).device)
+        _COMPILED[id(model)] = compiled_folded(model, probe)
     return _COMPILED[id(model)]
 
 

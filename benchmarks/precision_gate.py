@@ -36,7 +36,7 @@ from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_
 from upx_core.data import sample_path
 from upx_core.evaluation import select_images
 from upx_core.fold import fold_batchnorm
-from upx_core.metrics import relative_improvement, undesirable_pixel_ratio
+from upx_core.metrics import consistency, relative_improvement, undesirable_pixel_ratio
 from upx_core.runtime import bf16_supported, frozen
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +50,12 @@ VARIANTS = {
 }
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.flatten().double(), b.flatten().double()
-    a, b = a - a.mean(), b - b.mean()
-    den = float(a.norm() * b.norm())
-    return float(a @ b) / den if den > 0 else float("nan")
+def compiled_folded(model: torch.nn.Module, probe: torch.Tensor) -> torch.nn.Module:
+    """``torch.compile`` of the batch-norm-folded copy the optimizer would use; optimize with
+    ``fold_batchnorm=False`` so that it is not folded again."""
+    with frozen(model):
+        folded, _ = fold_batchnorm(model, probe)
+    return torch.compile(folded)
 
 
 def run_variant(model, images, name: str, config: OptimConfig, batch: int) -> dict:
@@ -62,11 +63,7 @@ def run_variant(model, images, name: str, config: OptimConfig, batch: int) -> di
     cfg = config.replace(**fields)
     net = model
     if compiled:
-        # torch.compile of the folded copy; optimize_masks must not fold it again
-        with frozen(model):
-            folded, _ = fold_batchnorm(model, images[:2])
-        net = torch.compile(folded)
-        cfg = cfg.replace(fold_batchnorm=False)
+        net, cfg = compiled_folded(model, images[:2]), cfg.replace(fold_batchnorm=False)
     masks, before, after, wall = [], [], [], 0.0
     for i in range(0, len(images), batch):
         t0 = time.perf_counter()
@@ -87,7 +84,7 @@ def run_variant(model, images, name: str, config: OptimConfig, batch: int) -> di
 def gate(ref: dict, run: dict, phi_points: float, min_r: float, ratio_rel: float) -> dict:
     rs = []
     for a, b in zip(ref["masks_up"], run["masks_up"], strict=True):
-        r = pearson(1 - a, 1 - b)
+        r = consistency(torch.stack([a, b]))["pearson"]
         if r != r:  # flat in one of them: agreement only if they are the same mask
             r = 1.0 if float((a - b).abs().max()) < 1e-3 else 0.0
         rs.append(r)
