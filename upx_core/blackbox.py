@@ -83,19 +83,19 @@ def torch_predictor(model: nn.Module, outputs: str = "probs", fold_batchnorm: bo
     """
     if outputs not in OUTPUTS:
         raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
-    net: list[nn.Module] = []  # the network that answers, made at the first call
+    net: nn.Module | None = None  # the network that answers, made at the first call
 
     def answering(x: torch.Tensor) -> nn.Module:
-        if not net:
-            m = model
+        nonlocal net
+        if net is None:
+            net = model
             if fold_batchnorm:
                 with frozen(model), torch.no_grad():
-                    m, _ = _fold(model, x[:2])
+                    net, _ = _fold(model, x[:2])
             if channels_last:
-                m = copy.deepcopy(m) if m is model else m
-                m.to(memory_format=torch.channels_last)
-            net.append(m)
-        return net[0]
+                net = copy.deepcopy(net) if net is model else net
+                net.to(memory_format=torch.channels_last)
+        return net
 
     def predict(images):
         x = torch.as_tensor(images)
