@@ -7,9 +7,14 @@ the same seed, 200 iterations, as many antithetic directions as the budget allow
 per (image, budget): Pearson r of the upsampled 1 - M' with the white-box one, phi (Eq. 8) and
 its share of the white-box phi, the Table 2 ratio, queries used and seconds. Also the raw
 query throughput (images/s) of ONNX Runtime and of torch under inference_mode at several batch
-sizes. Everything goes to ``--out``/quality.json with the hardware and commit, and the 28 x 28
-masks (white-box and per backend and budget) to ``--out``/masks.npz, which the book's black-box
-chapter draws.
+sizes. Two references bound what a query-only mask can reach: white-box masks of other seeds
+(``--white-seeds``; how far the white-box mask itself is reproducible) and the oracle
+estimator (``--oracle-samples``): the query-only optimizer's own loop, directions and seeds, with
+each finite difference replaced by the exact directional derivative u . grad L from autograd,
+so that only the sampling of directions is left (no finite-difference step, no clipping of
+M +/- sigma u, no rounding of the model's answers). Everything goes to ``--out``/quality.json
+with the hardware and commit, and the 28 x 28 masks (white-box and per backend and budget) to
+``--out``/masks.npz, which the book's black-box chapter draws.
 
 Usage: python benchmarks/blackbox_quality.py --budgets 1000 4000 16000 \
     --out notebooks/results/blackbox
@@ -29,13 +34,23 @@ import torch
 from blackbox_throughput import throughput  # benchmarks/, the script's own folder
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
-from upx_core.blackbox import optimize_masks_blackbox, samples_for_budget, torch_predictor
+from upx_core.blackbox import (
+    NES_SEED_OFFSET,
+    _per_mask,
+    optimize_masks_blackbox,
+    samples_for_budget,
+    torch_predictor,
+)
 from upx_core.chapter import load_sample
+from upx_core.config import SEED_LIMIT
+from upx_core.equations import blur_for, loss_terms, mask_penalty, perturb, upsample_mask
+from upx_core.fold import fold_batchnorm
 from upx_core.metrics import consistency, relative_improvement, undesirable_pixel_ratio
 from upx_core.models import class_index
 from upx_core.onnxbox import export_onnx, onnx_predictor
+from upx_core.optimizer import initial_mask
 from upx_core.provenance import provenance
-from upx_core.runtime import keep_freed_memory
+from upx_core.runtime import frozen, keep_freed_memory
 
 CASES = [("n01871265_tusker", "African elephant"), ("n04228054_ski", "ski"),
          ("n02667093_abaya", "abaya"), ("n03776460_mobile_home", "mobile home")]
@@ -54,6 +69,10 @@ def main() -> None:
     ap.add_argument("--basis", type=int, default=None,
                     help="draw the search directions from a BASIS x BASIS smooth basis "
                          "(optimize_masks_blackbox's basis; default: all mask cells)")
+    ap.add_argument("--white-seeds", type=int, nargs="*", default=[1, 2],
+                    help="more white-box trials, compared with seed 0's (none: skip)")
+    ap.add_argument("--oracle-samples", type=int, nargs="*", default=[2, 9, 40, 160, 640],
+                    help="directions per iteration of the oracle estimator (none: skip)")
     ap.add_argument("--out", required=True, help="folder for quality.json and masks.npz")
     args = ap.parse_args()
     keep_freed_memory()
@@ -77,6 +96,38 @@ def main() -> None:
         white_phi = relative_improvement(white.target_prob_before, white.target_prob_after)[:, 0]
         white_ratio = undesirable_pixel_ratio(white.masks_upsampled[:, 0, 0])
         rows, masks = [], {"white": white.masks[:, 0, 0].numpy()}
+        for seed in args.white_seeds:
+            other = optimize_masks(model, images, targets=targets, config=config, progress=False,
+                                   settings=MaskSetting(mode="ftc", seed=seed))
+            masks[f"white_seed{seed}"] = other.masks[:, 0, 0].numpy()
+            phi = relative_improvement(other.target_prob_before, other.target_prob_after)[:, 0]
+            for b, (name, target) in enumerate(CASES):
+                pair = torch.stack([other.masks_upsampled[b, 0], white.masks_upsampled[b, 0]])
+                rows.append({"image": name, "target": target, "backend": f"white seed {seed}",
+                             "budget": None, "objective": args.objective,
+                             "pearson_vs_white": consistency(pair)["pearson"],
+                             "phi": float(phi[b]), "white_phi": float(white_phi[b])})
+                print(json.dumps(rows[-1]), flush=True)
+        for samples in args.oracle_samples:
+            t0 = time.perf_counter()
+            final, probs_after = oracle_masks(model, images, targets, setting, config, samples)
+            seconds = (time.perf_counter() - t0) / len(CASES)
+            up = upsample_mask(final, tuple(images.shape[-2:]))
+            idx = torch.tensor(targets).view(-1, 1)
+            phi = relative_improvement(white.target_prob_before[:, 0],
+                                       probs_after.gather(1, idx)[:, 0])
+            ratio = undesirable_pixel_ratio(up[:, 0])
+            budget = 2 + 2 * samples * config.iterations
+            masks[f"oracle_{budget}"] = final[:, 0].numpy()
+            for b, (name, target) in enumerate(CASES):
+                pair = torch.stack([up[b], white.masks_upsampled[b, 0]])
+                rows.append({"image": name, "target": target, "backend": "oracle",
+                             "budget": budget, "samples": samples, "objective": args.objective,
+                             "pearson_vs_white": consistency(pair)["pearson"],
+                             "phi": float(phi[b]), "white_phi": float(white_phi[b]),
+                             "ratio": float(ratio[b]), "white_ratio": float(white_ratio[b]),
+                             "seconds_per_mask": seconds})
+                print(json.dumps(rows[-1]), flush=True)
         runs = [("onnxruntime", ort, b) for b in args.budgets]
         if args.torch_budget:
             runs.append(("torch", torch_predictor(model, "logits"), args.torch_budget))
@@ -111,6 +162,48 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "masks.npz", **masks)
     (out / "quality.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def oracle_masks(model, images, targets, setting, config, samples):
+    """The query-only optimizer's loop (``optimize_masks_blackbox``: its M0, Adam, exact R_M,
+    clamp, and the directions its generators draw) with each antithetic pair's finite
+    difference replaced by the exact directional derivative of the model's part of the loss,
+    ``g = mean_p (u_p . grad L) u_p``, the zero-step limit of its estimate. Returns the final
+    masks ``[B, 1, m, m]`` and the final probabilities ``[B, C]``."""
+    with frozen(model), torch.no_grad():
+        net, _ = fold_batchnorm(model, images[:2])
+    n, m, size = len(targets), config.mask_size, tuple(images.shape[-2:])
+    jobs = [setting] * n
+    per = _per_mask(jobs, torch.tensor(targets))
+    blurred = blur_for(images, config)
+    with frozen(net):
+        for p in net.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            clean = net(images)
+        mask = torch.stack([initial_mask(s.seed, m, config.init_noise) for s in jobs])
+        mask.requires_grad_(True)
+        opt = torch.optim.Adam([mask], lr=config.lr)
+        gens = [torch.Generator().manual_seed((s.seed + NES_SEED_OFFSET) % SEED_LIMIT)
+                for s in jobs]
+        for _ in range(config.iterations):
+            u = torch.stack([torch.randn(samples, 1, m, m, generator=g) for g in gens])
+            q = perturb(images, blurred, upsample_mask(mask, size))
+            terms = loss_terms(net(q), clean, mask, config=config, **per)
+            grad, = torch.autograd.grad((terms["f_term"] + terms["r_factors"]).sum(), mask)
+            slope = (u * grad[:, None]).flatten(2).sum(dim=2)  # [n, samples]: u_p . grad L
+            estimate = (slope[..., None, None, None] * u).mean(dim=1)
+            opt.zero_grad(set_to_none=True)
+            mask_penalty(mask, per["lambda1"], per["lambda2"], per["beta"], config.reduction,
+                         config.tv_root).sum().backward()
+            mask.grad.add_(estimate)
+            opt.step()
+            with torch.no_grad():
+                mask.clamp_(0.0, 1.0)
+        with torch.no_grad():
+            final = mask.detach()
+            probs = torch.softmax(net(perturb(images, blurred, upsample_mask(final, size))), 1)
+    return final, probs
 
 
 if __name__ == "__main__":

@@ -49,6 +49,19 @@ def test_exported_model_answers_as_torch_does(toy, toy_onnx, images):
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_onnx_runs_a_call_in_chunks_of_its_batch_size(toy, toy_onnx):
+    x = torch.rand(7, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = toy(x).numpy()
+    for batch_size in (1, 3, 7, None):
+        out = onnx_predictor(toy_onnx, batch_size=batch_size)(x)
+        assert out.shape == (7, 3)  # every chunk's answers, in order
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    for bad in (0, -2, 2.5):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            onnx_predictor(toy_onnx, batch_size=bad)
+
+
 def test_onnx_and_torch_black_boxes_give_the_same_masks(toy, toy_onnx, images):
     config = OptimConfig(iterations=20)
     kw = dict(targets=0, settings=MaskSetting(mode="ftc", seed=3), config=config,
