@@ -262,3 +262,69 @@ def test_smooth_basis_log_prob_black_box_table():
     ski, abaya = rows[("ski", 4000)], rows[("abaya", 4000)]
     assert (round(100 * ski["white_ratio"], 2), round(100 * abaya["white_ratio"], 2)) == (0.13,
                                                                                           0.14)
+
+
+def test_full_grid_black_box_table_and_the_basis_comparison():
+    """benchmarks/README.md, "Query-only masks on the full grid at 16,000 queries": the table
+    (chapter 9's stored run), and "against the 7 x 7 basis above, the full grid agrees better on
+    each of the three images at 16,000 queries"."""
+    import json
+
+    chapter = Path(__file__).resolve().parents[1] / "notebooks" / "results" / "blackbox"
+    run = json.loads((chapter / "quality.json").read_text())
+    assert run["provenance"]["git_commit"].startswith("3e726c9")
+    rows = {(r["image"].split("_", 1)[1], r["backend"], r["budget"]): r for r in run["rows"]}
+    want = {"tusker": (46.4, (0.85, 0.91), (0.28, 0.58, 0.74), 52.3, (0.72, 0.84)),
+            "ski": (43.0, (0.33, 0.97), (0.38, 0.19, 0.88), 53.3, (0.84, 0.98)),
+            "abaya": (44.0, (0.69, 0.40), (0.25, 0.27, 0.35), 45.7, (0.25, 0.54)),
+            "mobile_home": (0.0, (0.05, -0.03), (0.05, 0.02, 0.04), -0.0, (0.03, 0.02))}
+    basis7 = json.loads((RESULTS / "blackbox-basis7-log_prob-cpu-2026-12-02" / "quality.json")
+                        .read_text())
+    basis_r = {r["image"].split("_", 1)[1]: r["pearson_vs_white"] for r in basis7["rows"]
+               if r["budget"] == 16000}
+    for case, (white, seeds, real, phi16, oracle) in want.items():
+        top = rows[(case, "onnxruntime", 16000)]
+        assert top["objective"] == "log_prob" and top["basis"] is None
+        assert round(top["white_phi"], 1) == white and round(top["phi"], 1) == phi16
+        assert tuple(round(rows[(case, f"white seed {s}", None)]["pearson_vs_white"], 2)
+                     for s in (1, 2)) == seeds
+        assert tuple(round(rows[(case, "onnxruntime", b)]["pearson_vs_white"], 2)
+                     for b in (1000, 4000, 16000)) == real
+        assert tuple(round(rows[(case, "oracle", b)]["pearson_vs_white"], 2)
+                     for b in (16002, 256002)) == oracle
+        if white > 10:  # the three images where the white-box mask finds something
+            assert top["phi"] >= 0.8 * top["white_phi"] and top["ratio"] > top["white_ratio"]
+            assert top["pearson_vs_white"] > basis_r[case]
+            assert abs(top["pearson_vs_white"]
+                       - rows[(case, "oracle", 16002)]["pearson_vs_white"]) < 0.1
+    tops = [rows[(c, "onnxruntime", 16000)] for c in ("tusker", "ski", "abaya")]
+    assert [round(100 * t["phi"] / t["white_phi"]) for t in tops] == [113, 124, 104]
+    assert [(round(100 * t["ratio"], 2), round(100 * t["white_ratio"], 2)) for t in tops] == [
+        (13.91, 9.38), (0.38, 0.13), (0.83, 0.14)]
+    assert round(tops[0]["seconds_per_mask"], 1) == 138.8
+
+
+def test_one_16k_query_mask_through_the_cli_took_more_than_two_minutes():
+    """README ("one mask took 2.3-2.7 minutes through ONNX Runtime") and benchmarks/README.md
+    (156.4 s optimizing, 162.7 s wall, phi 53.28, the batch run's mask)."""
+    import json
+
+    cli = json.loads((RESULTS / "blackbox-cli-16k-cpu-2026-12-03.json").read_text())
+    chapter = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "results"
+                          / "blackbox" / "quality.json").read_text())
+    batch = next(r for r in chapter["rows"] if r["backend"] == "onnxruntime"
+                 and r["budget"] == 16000 and r["target"] == "ski")
+    assert (cli["optimize_and_write_s"], round(cli["wall_s"], 1)) == (156.4, 162.7)
+    assert round(cli["phi"], 2) == 53.28 and round(cli["phi"], 1) == round(batch["phi"], 1)
+    assert cli["queries"] == batch["queries"] and cli["black_box"] == "onnxruntime"
+    assert (round(batch["seconds_per_mask"] / 60, 1), round(cli["wall_s"] / 60, 1)) == (2.3, 2.7)
+    assert min(batch["seconds_per_mask"], cli["wall_s"]) > 120  # the issue's goal: missed
+    # "about 40 % fewer images per second than at batch 8 (71.7 against 120.8 at batch 32)"
+    rates = json.loads((RESULTS / "blackbox-throughput-precisions-cpu-2026-12-02.json")
+                       .read_text())["rows"]
+    ort = {r["batch_size"]: r["images_per_s"] for r in rates if r["backend"] == "onnxruntime"}
+    assert (round(ort[32], 1), round(ort[8], 1)) == (71.7, 120.8)
+    assert 0.35 < 1 - ort[32] / ort[8] < 0.45 and max(ort, key=ort.get) == 8
+    # "ONNX Runtime's best rate in this run, 125.4 images/s (batch 1) ... at 128 s"
+    best = max(chapter["throughput"]["onnxruntime"].items(), key=lambda kv: kv[1])
+    assert (best[0], round(best[1], 1), round(16000 / best[1])) == ("1", 125.4, 128)
