@@ -210,8 +210,8 @@ def test_target_names_need_categories(net, image):
 def test_samples_for_budget_spends_the_budget_whole():
     from upx_core.blackbox import samples_for_budget
 
-    # 2 + 200 x 2 x P <= queries: the CLI's 4000 buys 9 pairs (3602 queries), 1000 buys 2
-    assert [samples_for_budget(q, 200) for q in (4000, 1000, 42, 3)] == [9, 2, 1, 1]
+    # 2 + 200 x 2 x P <= queries: the CLI's 16000 buys 39 pairs (15602 queries), 4000 buys 9
+    assert [samples_for_budget(q, 200) for q in (16000, 4000, 1000, 42, 3)] == [39, 9, 2, 1, 1]
     assert samples_for_budget(42, 4) == 5  # 2 + 4 x 2 x 5 = 42
 
 
