@@ -39,6 +39,7 @@ from upx_core.blackbox import (
     _per_mask,
     optimize_masks_blackbox,
     samples_for_budget,
+    smooth_basis,
     torch_predictor,
 )
 from upx_core.chapter import load_sample
@@ -110,7 +111,8 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
         for samples in args.oracle_samples:
             t0 = time.perf_counter()
-            final, probs_after = oracle_masks(model, images, targets, setting, config, samples)
+            final, probs_after = oracle_masks(model, images, targets, setting, config, samples,
+                                              args.basis)
             seconds = (time.perf_counter() - t0) / len(CASES)
             up = upsample_mask(final, tuple(images.shape[-2:]))
             idx = torch.tensor(targets).view(-1, 1)
@@ -122,7 +124,8 @@ def main() -> None:
             for b, (name, target) in enumerate(CASES):
                 pair = torch.stack([up[b], white.masks_upsampled[b, 0]])
                 rows.append({"image": name, "target": target, "backend": "oracle",
-                             "budget": budget, "samples": samples, "objective": args.objective,
+                             "budget": budget, "samples": samples, "basis": args.basis,
+                             "objective": args.objective,
                              "pearson_vs_white": consistency(pair)["pearson"],
                              "phi": float(phi[b]), "white_phi": float(white_phi[b]),
                              "ratio": float(ratio[b]), "white_ratio": float(white_ratio[b]),
@@ -164,10 +167,11 @@ def main() -> None:
     (out / "quality.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
-def oracle_masks(model, images, targets, setting, config, samples):
+def oracle_masks(model, images, targets, setting, config, samples, basis=None):
     """The query-only optimizer's loop (``optimize_masks_blackbox``: its M0, Adam, exact R_M,
-    clamp, and the directions its generators draw) with each antithetic pair's finite
-    difference replaced by the exact directional derivative of the model's part of the loss,
+    clamp, and the directions its generators draw, from the smooth ``basis`` if given) with
+    each antithetic pair's finite difference replaced by the exact directional derivative of
+    the model's part of the loss,
     ``g = mean_p (u_p . grad L) u_p``, the zero-step limit of its estimate. Returns the final
     masks ``[B, 1, m, m]`` and the final probabilities ``[B, C]``."""
     with frozen(model), torch.no_grad():
@@ -186,8 +190,14 @@ def oracle_masks(model, images, targets, setting, config, samples):
         opt = torch.optim.Adam([mask], lr=config.lr)
         gens = [torch.Generator().manual_seed((s.seed + NES_SEED_OFFSET) % SEED_LIMIT)
                 for s in jobs]
+        directions = None if basis is None else smooth_basis(basis, m)
         for _ in range(config.iterations):
-            u = torch.stack([torch.randn(samples, 1, m, m, generator=g) for g in gens])
+            if directions is None:
+                u = torch.stack([torch.randn(samples, 1, m, m, generator=g) for g in gens])
+            else:
+                z = torch.stack([torch.randn(samples, directions.shape[1], generator=g)
+                                 for g in gens])
+                u = (z @ directions.T).view(n, samples, 1, m, m)
             q = perturb(images, blurred, upsample_mask(mask, size))
             terms = loss_terms(net(q), clean, mask, config=config, **per)
             grad, = torch.autograd.grad((terms["f_term"] + terms["r_factors"]).sum(), mask)

@@ -57,7 +57,7 @@ def test_onnx_runs_a_call_in_chunks_of_its_batch_size(toy, toy_onnx):
         out = onnx_predictor(toy_onnx, batch_size=batch_size)(x)
         assert out.shape == (7, 3)  # every chunk's answers, in order
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-    for bad in (0, -2, 2.5):
+    for bad in (0, -2, 2.5, True):
         with pytest.raises(ValueError, match="batch_size must be a positive integer"):
             onnx_predictor(toy_onnx, batch_size=bad)
 

@@ -11,6 +11,7 @@ with.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import tempfile
 import warnings
@@ -122,7 +123,9 @@ def onnx_predictor(
                          "(the preprocessing it was trained with; outputs: logits or probs)")
     if outputs not in OUTPUTS:
         raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (isinstance(batch_size, bool)
+                                   or not isinstance(batch_size, numbers.Integral)
+                                   or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
         raise ValueError(f"mean and std need 3 values with std > 0, got {mean}, {std}")
