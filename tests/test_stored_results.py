@@ -328,3 +328,18 @@ def test_one_16k_query_mask_through_the_cli_took_more_than_two_minutes():
     # "ONNX Runtime's best rate in this run, 125.4 images/s (batch 1) ... at 128 s"
     best = max(chapter["throughput"]["onnxruntime"].items(), key=lambda kv: kv[1])
     assert (best[0], round(best[1], 1), round(16000 / best[1])) == ("1", 125.4, 128)
+
+
+def test_query_rates_vary_by_tens_of_percent_between_runs():
+    """Chapter 9: "the query rates of both backends vary by tens of percent from one measurement
+    to the next on this CPU": its stored run against the precision benchmark's, batch 1 and 8."""
+    import json
+
+    chapter = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "results"
+                          / "blackbox" / "quality.json").read_text())["throughput"]
+    other = json.loads((RESULTS / "blackbox-throughput-precisions-cpu-2026-12-02.json")
+                       .read_text())["rows"]
+    for backend in ("onnxruntime", "torch_inference_mode"):
+        rates = {r["batch_size"]: r["images_per_s"] for r in other if r["backend"] == backend}
+        change = max(abs(chapter[backend][str(b)] / rates[b] - 1) for b in (1, 8))
+        assert 0.1 < change < 1, backend
