@@ -35,15 +35,15 @@ from blackbox_throughput import throughput  # benchmarks/, the script's own fold
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
 from upx_core.blackbox import (
-    NES_SEED_OFFSET,
     _per_mask,
+    direction_generators,
+    draw_directions,
     optimize_masks_blackbox,
     samples_for_budget,
     smooth_basis,
     torch_predictor,
 )
 from upx_core.chapter import load_sample
-from upx_core.config import SEED_LIMIT
 from upx_core.equations import blur_for, loss_terms, mask_penalty, perturb, upsample_mask
 from upx_core.fold import fold_batchnorm
 from upx_core.metrics import consistency, relative_improvement, undesirable_pixel_ratio
@@ -188,16 +188,10 @@ def oracle_masks(model, images, targets, setting, config, samples, basis=None):
         mask = torch.stack([initial_mask(s.seed, m, config.init_noise) for s in jobs])
         mask.requires_grad_(True)
         opt = torch.optim.Adam([mask], lr=config.lr)
-        gens = [torch.Generator().manual_seed((s.seed + NES_SEED_OFFSET) % SEED_LIMIT)
-                for s in jobs]
+        gens = direction_generators(jobs)
         directions = None if basis is None else smooth_basis(basis, m)
         for _ in range(config.iterations):
-            if directions is None:
-                u = torch.stack([torch.randn(samples, 1, m, m, generator=g) for g in gens])
-            else:
-                z = torch.stack([torch.randn(samples, directions.shape[1], generator=g)
-                                 for g in gens])
-                u = (z @ directions.T).view(n, samples, 1, m, m)
+            u = draw_directions(gens, samples, m, directions)
             q = perturb(images, blurred, upsample_mask(mask, size))
             terms = loss_terms(net(q), clean, mask, config=config, **per)
             grad, = torch.autograd.grad((terms["f_term"] + terms["r_factors"]).sum(), mask)

@@ -207,7 +207,7 @@ def optimize_masks_blackbox(
     mask = torch.stack([initial_mask(s.seed, config.mask_size, config.init_noise)
                         for s in jobs]).requires_grad_(True)
     opt = torch.optim.Adam([mask], lr=config.lr)
-    gens = [torch.Generator().manual_seed((s.seed + NES_SEED_OFFSET) % SEED_LIMIT) for s in jobs]
+    gens = direction_generators(jobs)
     history = torch.empty(iterations, n, len(TERMS))
     # every per-mask tensor repeated for its 2 x samples perturbed copies, in the order
     # [mask, sign, sample]
@@ -223,13 +223,7 @@ def optimize_masks_blackbox(
     m = config.mask_size
     directions = None if basis is None else smooth_basis(basis, m)  # [m * m, basis^2]
     for it in range(iterations):
-        if directions is None:
-            u = torch.stack([torch.randn(samples, 1, m, m, generator=g) for g in gens])
-        else:
-            z = torch.stack([torch.randn(samples, directions.shape[1], generator=g)
-                             for g in gens])
-            u = (z @ directions.T).view(n, samples, 1, m, m)
-        # u: [n, samples, 1, m, m]
+        u = draw_directions(gens, samples, m, directions)  # [n, samples, 1, m, m]
         with torch.no_grad():
             signed = sigma * torch.stack([u, -u], dim=1)  # [n, 2, samples, 1, m, m]
             pm = (mask.detach()[:, None, None] + signed).clamp_(0.0, 1.0).flatten(0, 2)
@@ -267,6 +261,23 @@ def optimize_masks_blackbox(
         perturbed=q if keep_images else None, image_size=size, categories=categories,
         device="cpu", queries=used.view(b, k),
     )
+
+
+def direction_generators(jobs: Sequence[MaskSetting]) -> list[torch.Generator]:
+    """One CPU generator per mask for its search directions, seeded with its trial seed plus
+    :data:`NES_SEED_OFFSET`."""
+    return [torch.Generator().manual_seed((s.seed + NES_SEED_OFFSET) % SEED_LIMIT) for s in jobs]
+
+
+def draw_directions(gens: Sequence[torch.Generator], samples: int, m: int,
+                    directions: torch.Tensor | None = None) -> torch.Tensor:
+    """One iteration's search directions ``[n, samples, 1, m, m]``, ``samples`` per generator:
+    N(0, I) over the m x m cells, or ``directions @ z`` with z ~ N(0, I) in the columns of a
+    :func:`smooth_basis` ``directions`` ``[m * m, k * k]``."""
+    if directions is None:
+        return torch.stack([torch.randn(samples, 1, m, m, generator=g) for g in gens])
+    z = torch.stack([torch.randn(samples, directions.shape[1], generator=g) for g in gens])
+    return (z @ directions.T).view(len(gens), samples, 1, m, m)
 
 
 def smooth_basis(k: int, m: int = 28) -> torch.Tensor:
