@@ -199,10 +199,10 @@ def test_live_explorer_builds_and_updates(model, image):
 
     ex = live_explorer(model, image, target="mobile home", iterations=2)
     assert isinstance(ex, widgets.VBox)
-    expected = {"mode", "target", "seed", "lambda1", "lambda2", "beta", "gamma", "lr",
-                "iterations", "sigma", "kernel_size", "mask_size"}
+    expected = {"mode", "objective", "target", "seed", "lambda1", "lambda2", "beta", "gamma",
+                "lr", "iterations", "sigma", "kernel_size", "mask_size"}
     assert set(ex.controls) == expected
-    assert ex.button in ex.children[2].children
+    assert ex.button in ex.children[3].children
     assert ex.picture.layout.display == "none"
     ex.controls["mode"].value = "fntc"
     ex.controls["mask_size"].value = 14
@@ -222,3 +222,36 @@ def test_live_explorer_reports_bad_input(model, image):
         pytest.skip("the slider rounded the even kernel size to an odd one")
     assert ex.update() is None
     assert "kernel_size" in ex.status.value
+
+
+def test_live_explorer_objective_and_the_cli_hint(model, image):
+    """A target the model gives little probability barely moves under the probability; the
+    status says so as `upx explain` does (try the log-probability), and the objective control
+    reaches the optimizer."""
+    ex = live_explorer(model, image, target="parachute", iterations=2)
+    assert ex.controls["objective"].value == "prob"
+    assert ex.controls["objective"].options == ("prob", "log_prob")
+    assert ex.update() is not None
+    assert "barely moved" in ex.status.value and "--objective log_prob" in ex.status.value
+    ex.controls["objective"].value = "log_prob"
+    setting, config = ex.current()
+    assert config.objective == "log_prob"
+    r = ex.update()
+    assert r.config.objective == "log_prob"
+    assert "--objective log_prob" not in ex.status.value  # the hint is for the probability
+
+
+def test_live_explorer_shows_any_error(image):
+    """An error other than ValueError (here a classifier that cannot take the image) is shown
+    in the status line, not left as "optimizing..." with the traceback in the lab's log."""
+    from torch import nn
+
+    from upx_core import Classifier
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(10, 3))  # expects 10 inputs, gets 3 x 224 x 224
+    broken = Classifier(net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                        categories=["a", "b", "c"])
+    ex = live_explorer(broken, image, target=0, iterations=1)
+    assert ex.update() is None
+    assert "RuntimeError" in ex.status.value and "optimizing" not in ex.status.value
+    assert not ex.button.disabled

@@ -9,6 +9,7 @@ Needs ``ipywidgets`` (the ``book`` extra); nothing else in ``upx_core`` imports 
 
 from __future__ import annotations
 
+import html
 import io
 from collections.abc import Sequence
 
@@ -26,6 +27,7 @@ from .equations import blur_for, perturb, upsample_mask
 from .metrics import undesirable_pixel_ratio
 from .optimizer import optimize_masks
 from .plotting import show_explanation
+from .report import notes
 from .result import UPXResult
 
 __all__ = ["figure_png", "result_pngs", "result_pictures", "stored_result", "static_explorer",
@@ -248,9 +250,14 @@ def _live_controls(setting: MaskSetting, config: OptimConfig, iterations: int, c
                                  continuous_update=False, style=style, layout=lay)
 
     options = [(f"{name} ({i})", i) for i, name in enumerate(categories)]
+    # the paper's probability, and the log-probability that moves a target the model gives
+    # little probability (chapter 7); the config's own objective if it is a third one
+    objectives = list(dict.fromkeys(("prob", "log_prob", config.objective)))
     return {
         "mode": widgets.ToggleButtons(options=list(MODES), value=setting.mode,
                                       description="mode", style=style),
+        "objective": widgets.ToggleButtons(options=objectives, value=config.objective,
+                                           description="objective", style=style),
         "target": widgets.Dropdown(options=options, value=target, description="target",
                                    style=style, layout=lay),
         "seed": islider("seed (trial)", setting.seed, 0, 20),
@@ -305,7 +312,7 @@ class LiveExplorer(widgets.VBox):
                               c["gamma"]])
         right = widgets.VBox([c["lr"], c["iterations"], c["sigma"], c["kernel_size"],
                                c["mask_size"]])
-        super().__init__([c["mode"], widgets.HBox([left, right]),
+        super().__init__([c["mode"], c["objective"], widgets.HBox([left, right]),
                           widgets.HBox([self.button, self.status]), self.picture])
 
     def current(self) -> tuple[MaskSetting, OptimConfig]:
@@ -315,32 +322,40 @@ class LiveExplorer(widgets.VBox):
                               lambda2=v["lambda2"], beta=v["beta"], gamma=v["gamma"],
                               target=int(v["target"]))
         config = self.base_config.replace(
+            objective=v["objective"],
             iterations=int(v["iterations"]), lr=float(v["lr"]), sigma=float(v["sigma"]),
             kernel_size=int(v["kernel_size"]), mask_size=int(v["mask_size"]),
         )
         return setting, config
 
     def update(self) -> UPXResult | None:
-        """Optimize one mask with the current controls and show it."""
+        """Optimize one mask with the current controls and show it, with the note ``upx
+        explain`` prints when the target barely moved. Any error is shown in the status line
+        (a reader sees nothing of the lab's log) and gives ``None``."""
         self.button.disabled = True
         self.status.value = "optimizing..."
         try:
             setting, config = self.current()
             r = optimize_masks(self.model, self.image, settings=[setting], config=config,
                                device=self.device, progress=False)
-        except (ValueError, FloatingPointError) as err:
-            self.status.value = f"<span style='color:#b00'>{err}</span>"
+            picture = result_pngs(r, self.image, dpi=80)[0]
+            ratio = float(undesirable_pixel_ratio(r.masks_upsampled[0, 0]).item())
+        except Exception as err:  # every error belongs on the screen, not in the lab's log
+            message = html.escape(f"{type(err).__name__}: {err}")
+            self.status.value = f"<span style='color:#b00'>{message}</span>"
             return None
         finally:
             self.button.disabled = False
         self.result = r
-        self.picture.value = result_pngs(r, self.image, dpi=80)[0]
+        self.picture.value = picture
         self.picture.layout.display = None
-        ratio = float(undesirable_pixel_ratio(r.masks_upsampled[0, 0]).item())
+        name = r.class_name(int(r.targets[0, 0]))
+        before, after = float(r.target_prob_before[0, 0]), float(r.target_prob_after[0, 0])
+        hints = notes(name, before, after, ratio == 0, setting.mode, config.objective, 0.6)
         self.status.value = (
-            f"{r.class_name(int(r.targets[0, 0]))}: {float(r.target_prob_before[0, 0]):.3f} "
-            f"&rarr; {float(r.target_prob_after[0, 0]):.3f}; undesirable pixels "
+            f"{html.escape(name)}: {before:.3f} &rarr; {after:.3f}; undesirable pixels "
             f"(1 - M' &gt; 0.6): {100 * ratio:.1f} %"
+            + "".join(f"<br><i>{html.escape(h)}</i>" for h in hints)
         )
         return r
 
