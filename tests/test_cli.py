@@ -66,8 +66,13 @@ def test_explain_refuses_existing_folder_and_force_replaces(tmp_path: Path, caps
     assert main(["explain", "sample:101", "--out", str(out), *FAST]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
+    # a file the user added is never deleted: --force refuses while it is there
+    assert main(["explain", "sample:101", "--out", str(out), "--force", *FAST]) == 2
+    assert "would delete keep.txt" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
     assert main(["explain", "sample:101", "--out", str(out), "--force", *FAST]) == 0
-    assert not (out / "keep.txt").exists() and (out / "result.json").exists()
+    assert (out / "result.json").exists()
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:

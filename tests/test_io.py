@@ -156,3 +156,43 @@ def test_a_failure_while_writing_leaves_nothing_and_keeps_the_old_folder(tmp_pat
             (tmp / "result.json").write_text("half")
             raise error
     assert _tree(tmp_path) == before and os.listdir(tmp_path) == ["old"]
+
+
+def test_force_never_deletes_a_file_the_user_added_to_a_upx_folder(tmp_path):
+    out = tmp_path / "out"
+    _write_upx_folder(out)
+    (out / "mynotes.txt").write_text("my notes")
+    with pytest.raises(FileExistsError, match=r"would delete mynotes\.txt .* upx did not write"):
+        with atomic_directory(out, force=True) as tmp:
+            (tmp / "result.json").write_text("new")
+    assert (out / "mynotes.txt").read_text() == "my notes"
+    assert (out / "result.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (out / "mynotes.txt").unlink()  # only upx's files left: --force replaces them
+    with atomic_directory(out, force=True) as tmp:
+        (tmp / "result.json").write_text("new")
+    assert (out / "result.json").read_text() == "new"
+
+
+def test_a_marker_without_a_file_list_is_not_taken_as_permission(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text("This folder was written by upx\n")  # an older upx's marker
+    (out / "result.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="older upx that kept no list"):
+        check_output_dir(out, force=True)
+
+
+@pytest.mark.parametrize("umask, folder_mode, file_mode", [
+    (0o022, 0o755, 0o644), (0o077, 0o700, 0o600), (0o002, 0o775, 0o664)])
+def test_outputs_respect_the_umask(tmp_path, umask, folder_mode, file_mode):
+    old = os.umask(umask)
+    try:
+        with atomic_directory(tmp_path / "out") as tmp:
+            (tmp / "result.json").write_text("{}")
+        atomic_write_bytes(tmp_path / "table.csv", b"a,b\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == folder_mode
+    assert (tmp_path / "out" / "result.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "table.csv").stat().st_mode & 0o777 == file_mode

@@ -140,3 +140,25 @@ def test_torch_black_box_answers_through_a_folded_copy(channels_last):
     assert not torch.equal(fast, plain)  # it did answer through another network
     after = model.state_dict()
     assert all(torch.equal(after[k], v) and after[k].is_contiguous() for k, v in before.items())
+
+
+@pytest.mark.parametrize("fixed", [1, 2])
+def test_a_file_with_a_fixed_batch_size_is_fed_that_many(toy, tmp_path, images, fixed):
+    # what torch.onnx.export writes without dynamic_axes: the batch size of its example
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(toy.net.eval(), (images[:fixed],), str(path), dynamo=False,
+                      input_names=["x"])
+    predict = onnx_predictor(path, mean=MEAN, std=STD, outputs="logits", batch_size=8)
+    with torch.no_grad():
+        np.testing.assert_allclose(predict(images), toy(images).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_an_exported_file_respects_the_umask(toy, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = export_onnx(toy, tmp_path / "toy.onnx")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

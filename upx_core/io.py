@@ -18,12 +18,35 @@ __all__ = [
     "atomic_write_text",
     "atomic_directory",
     "check_output_dir",
+    "new_file_mode",
 ]
 
-# Every folder atomic_directory writes holds this file; force replaces only such folders.
+# Every folder atomic_directory writes holds this file, and in it the names of the files upx
+# wrote there (the manifest): --force replaces only such a folder, and only while it holds
+# nothing else, so a file a user added (notes beside the pictures) is never deleted.
 MARKER = ".upx-output"
 MARKER_TEXT = ("This folder was written by upx; 'upx explain --out THIS_FOLDER --force' may "
                "replace it.\n")
+MANIFEST_HEADER = "upx wrote these files here (--force refuses while the folder holds others):"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask can only
+    be read by setting it, which another thread could see for an instant)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(folder: bool = False) -> int:
+    """The mode ``open()`` or ``mkdir()`` would give a new file (0666) or folder (0777) under
+    the process's umask: 0644 / 0755 under umask 022. ``mkstemp`` and ``mkdtemp`` create
+    0600 / 0700 whatever the umask; what upx renames into place gets this mode instead."""
+    return (0o777 if folder else 0o666) & ~_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -31,7 +54,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     ``path`` is always either the old or the new file, never a part of one: the data is
     fsynced before the rename and the folder after it (so the rename survives a power cut).
-    The file gets mode 0644 (``mkstemp`` alone would leave it readable by its owner only).
+    The file gets the mode a new file gets under the umask (0644 under umask 022; ``mkstemp``
+    alone would leave it readable by its owner only).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -40,7 +64,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -67,9 +91,10 @@ def check_output_dir(
 ) -> Path:
     """Raise an OSError unless ``path`` can become an output folder; creates nothing.
 
-    ``path`` must not exist, or with ``force`` be a folder that upx wrote (it holds the
-    :data:`MARKER` file) or an empty one. It is never a file, never one of ``protect`` (the
-    input files) and never a folder holding one. The nearest existing folder above it must be
+    ``path`` must not exist, or with ``force`` be an empty folder or one that upx wrote (it
+    holds the :data:`MARKER` file) and that holds nothing but the files upx listed in it. It
+    is never a file, never one of ``protect`` (the input files) and never a folder holding
+    one. The nearest existing folder above it must be
     a folder that this process can create a folder in (checked by creating and removing one).
     Returns ``path`` as a :class:`~pathlib.Path`.
     """
@@ -94,8 +119,36 @@ def check_output_dir(
             raise FileExistsError(
                 f"--force replaces only a folder that upx wrote, and {path} has no {MARKER} "
                 "file; choose another output folder or remove this one yourself")
+        if (path / MARKER).is_file():
+            _check_only_upx_files(path)
     _check_writable_above(resolved, f"cannot create output folder {path}")
     return path
+
+
+def _manifest(folder: Path) -> set[str] | None:
+    """The names upx listed in ``folder``'s marker, or None for a marker without a list."""
+    lines = (folder / MARKER).read_text(errors="replace").splitlines()
+    if MANIFEST_HEADER not in lines:
+        return None
+    return {line for line in lines[lines.index(MANIFEST_HEADER) + 1:] if line}
+
+
+def _check_only_upx_files(folder: Path) -> None:
+    """FileExistsError unless every entry of ``folder`` is one that upx listed in its marker:
+    replacing the folder would delete the others."""
+    listed = _manifest(folder)
+    others = sorted(p.name for p in folder.iterdir()
+                    if p.name != MARKER and (listed is None or p.name not in listed))
+    if listed is None and others:
+        raise FileExistsError(
+            f"--force: {folder} was written by an older upx that kept no list of its files, so "
+            "replacing it could delete a file of yours; remove the folder yourself or choose "
+            "another output folder")
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise FileExistsError(
+            f"--force would delete {shown} in {folder}, which upx did not write; move "
+            f"{'it' if len(others) == 1 else 'them'} out or choose another output folder")
 
 
 def check_output_file(path: str | os.PathLike) -> Path:
@@ -146,7 +199,9 @@ def atomic_directory(
     :func:`check_output_dir` decides, before anything is written and again before ``path`` is
     replaced, whether ``path`` may be written: an existing ``path`` raises FileExistsError
     unless ``force``, and ``force`` replaces only a folder that upx wrote (each one holds the
-    :data:`MARKER` file), never a file or a folder holding one of ``protect``. The old folder is
+    :data:`MARKER` file, which lists the files written) while it holds nothing else, never a
+    file or a folder holding one of ``protect``. The folder gets the mode ``mkdir`` would give
+    it under the umask. The old folder is
     replaced only after the new one is complete. On any error (or Ctrl-C) the temporary folder
     and any parent folders created for it are removed and an existing ``path`` is left as it was.
     """
@@ -158,8 +213,12 @@ def atomic_directory(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, new_file_mode(folder=True))  # mkdtemp's 0700 would ignore the umask
         (tmp / MARKER).write_text(MARKER_TEXT)
         yield tmp
+        written = sorted(p.name for p in tmp.iterdir() if p.name != MARKER)
+        (tmp / MARKER).write_text(MARKER_TEXT + MANIFEST_HEADER + "\n"
+                                  + "".join(f"{name}\n" for name in written))
         if path.exists() or path.is_symlink():
             check_output_dir(path, force, protect)  # it may have changed while tmp was written
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

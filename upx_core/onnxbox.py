@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .blackbox import OUTPUTS, Predict
+from .io import new_file_mode
 from .models import Classifier, imagenet_categories
 
 __all__ = ["export_onnx", "onnx_predictor"]
@@ -66,6 +67,7 @@ def export_onnx(model: Classifier, path: str | os.PathLike, opset: int = 17) -> 
             entry = proto.metadata_props.add()
             entry.key, entry.value = f"upx.{key}", json.dumps(value)
         onnx.save(proto, tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would ignore the umask
         os.replace(tmp, path)
     finally:
         net.train(was_training)
@@ -92,7 +94,9 @@ def onnx_predictor(
     ``"probs"``); each defaults to what :func:`export_onnx` stored in the file, and must be
     given for any other file. ``categories`` names the outputs (default: ImageNet's for 1000
     outputs). ``threads``: ONNX Runtime's intra-op threads (default: its own choice).
-    ``batch_size``: images per ``session.run`` (``None``: all of a call's at once). The default
+    ``batch_size``: images per ``session.run`` (``None``: all of a call's at once; a file that
+    fixes its batch size, as ``torch.onnx.export`` writes without ``dynamic_axes``, gets
+    exactly that many, the last run padded). The default
     8 is where ONNX Runtime's CPU throughput peaked for EfficientNet-Lite0 on this project's
     2-core CPU; at 32 it answered about 40 % fewer images per second
     (``benchmarks/blackbox_throughput.py``), and the query-only optimizer asks for 2 x samples
@@ -149,15 +153,24 @@ def onnx_predictor(
     m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
     s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
 
+    # A file exported without dynamic axes (torch.onnx.export's default) fixes its batch size:
+    # it is then fed exactly that many images per run, the last chunk padded and cut back.
+    fixed_batch = fixed[0]
+
+    def run(chunk: np.ndarray) -> np.ndarray:
+        if fixed_batch is None or len(chunk) == fixed_batch:
+            return session.run(None, {name: chunk})[0]
+        pad = np.zeros((fixed_batch - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
+        return session.run(None, {name: np.concatenate([chunk, pad])})[0][:len(chunk)]
+
     def predict(images):
         x = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
         if x.ndim != 4 or x.shape[1:] != (3, size, size):
             raise ValueError(f"the ONNX model takes [N, 3, {size}, {size}] images, got "
                              f"{list(x.shape)}")
         x = ((x - m) / s).astype(np.float32)
-        step = batch_size or max(len(x), 1)
-        parts = [session.run(None, {name: x[i:i + step]})[0]
-                 for i in range(0, len(x), step) or [0]]
+        step = fixed_batch or batch_size or max(len(x), 1)
+        parts = [run(x[i:i + step]) for i in range(0, len(x), step) or [0]]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     n_out = session.get_outputs()[0].shape[-1]
