@@ -85,6 +85,51 @@ def test_blur_of_impulse_is_the_normalized_gaussian_kernel():
     assert abs(float(out.sum()) - 1.0) < 1e-6
 
 
+def _images(shape, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    if dtype == torch.uint8:
+        return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
+    return torch.rand(shape, generator=gen, dtype=dtype)
+
+
+@pytest.mark.parametrize(("sigma", "kernel_size"), [(5.0, 11), (2.0, 5), (0.7, 3), (3, 1),
+                                                     (12.5, 21), (5.0, 13)])
+@pytest.mark.parametrize(("shape", "dtype", "layout"), [
+    ((2, 3, 224, 224), torch.float32, "strided"),   # what the optimizer blurs
+    ((2, 3, 80, 96), torch.float32, "channels_last"),
+    ((3, 40, 41), torch.float32, "strided"),
+    ((2, 2, 3, 24, 24), torch.float64, "strided"),
+    ((1, 3, 30, 30), torch.uint8, "strided"),
+])
+def test_blur_is_bit_identical_to_torchvision(sigma, kernel_size, shape, dtype, layout):
+    # blur reimplements torchvision's gaussian_blur to spare the command its import: every
+    # mask upx computed before depends on these numbers being the same to the last bit
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    x = _images(shape, dtype, seed=kernel_size)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    want = gaussian_blur(x, kernel_size=[kernel_size, kernel_size], sigma=[sigma, sigma])
+    got = blur(x, sigma=sigma, kernel_size=kernel_size)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert torch.equal(got, want)
+    assert got.stride() == want.stride()
+
+
+def test_blur_of_a_real_image_is_bit_identical_to_torchvision(tusker):
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    x = tusker.unsqueeze(0).contiguous()
+    assert torch.equal(blur(x), gaussian_blur(x, kernel_size=[11, 11], sigma=[5.0, 5.0]))
+
+
+@pytest.mark.parametrize(("sigma", "kernel_size"), [(5.0, 10), (5.0, 0), (5.0, -3), (0.0, 11),
+                                                     (-1.0, 11)])
+def test_blur_rejects_a_bad_kernel_or_sigma(sigma, kernel_size):
+    with pytest.raises(ValueError, match="kernel_size|sigma"):
+        blur(torch.rand(1, 3, 16, 16), sigma=sigma, kernel_size=kernel_size)
+
+
 # --- median blur and the choice of h(X) --------------------------------------------------------
 
 def test_median_blur_hand_values_with_reflect_padding():

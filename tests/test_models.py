@@ -119,6 +119,17 @@ def test_map_state_dict_by_order_rejects_count_and_shape_mismatch():
 
 # --- class names ---------------------------------------------------------------------------------
 
+def test_imagenet_categories_are_torchvisions_names_in_order():
+    # the names ship with upx (naming a class must not import torchvision); they must stay
+    # the names torchvision's weights carry, which every stored result's class names are
+    from torchvision.models import ResNet18_Weights
+
+    names = imagenet_categories()
+    assert names == list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    names[386] = "changed"  # each call returns its own list: a caller's edit stays its own
+    assert imagenet_categories()[386] == "African elephant"
+
+
 @pytest.mark.parametrize("name", ["African elephant", "african elephant", "AFRICAN_ELEPHANT",
                                   "  african   elephant ", "African_elephant", 386, "386", " 386 "])
 def test_class_index_exact_and_tolerant(name):

@@ -8,11 +8,11 @@ Every function is batched over a leading dimension N (one entry per mask).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2.functional import gaussian_blur
 
 from .config import MODES
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "blur",
+    "gaussian_kernel",
     "median_blur",
     "blur_for",
     "upsample_mask",
@@ -35,13 +36,46 @@ __all__ = [
 ]
 
 
+def gaussian_kernel(kernel_size: int, sigma: float, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """The paper's g_{sigma,s} in one dimension: ``kernel_size`` weights summing to 1,
+    proportional to exp(-t^2 / (2 sigma^2)) at t = -(s-1)/2 .. (s-1)/2.
+
+    Computed as torchvision's ``gaussian_blur`` computes it (positions scaled by 1/sqrt(2),
+    then a softmax), operation for operation, so that :func:`blur` gives its numbers bit for
+    bit without importing torchvision (about a second of start-up, for one kernel).
+    """
+    lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
+    x = torch.linspace(-lim, lim, steps=kernel_size, dtype=dtype, device=device)
+    return torch.softmax(x.div(sigma).pow(2).neg(), dim=0)
+
+
 def blur(images: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> torch.Tensor:
     """h(X) = g_{sigma,s}(X): Gaussian blur of a batch ``[N, C, H, W]`` (reflect padding).
 
-    torchvision's kernel is the paper's g_{sigma,s}; it is computed once per image by the
-    optimizer, not once per iteration, because X does not change.
+    The 2-D kernel is the outer product of :func:`gaussian_kernel` with itself, applied per
+    channel as one ``conv2d``: the same operations, in the same order, as torchvision's
+    ``gaussian_blur`` (``tests/test_equations.py`` holds them bit-identical). The optimizer
+    computes it once per image, not once per iteration, because X does not change.
     """
-    return gaussian_blur(images, kernel_size=[kernel_size, kernel_size], sigma=[sigma, sigma])
+    if kernel_size <= 0 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    if images.numel() == 0:
+        return images
+    shape = images.shape
+    # torchvision's shapes: [C, H, W] or any leading dimensions, flattened into one batch
+    x = images.unsqueeze(0) if images.ndim == 3 else (
+        images.reshape((-1,) + shape[-3:]) if images.ndim > 4 else images)
+    fp = torch.is_floating_point(x)
+    g = gaussian_kernel(kernel_size, sigma, x.dtype if fp else torch.float32, x.device)
+    kernel = (g.unsqueeze(-1) * g).expand(shape[-3], 1, kernel_size, kernel_size)
+    pad = kernel_size // 2
+    out = F.conv2d(F.pad(x if fp else x.to(torch.float32), [pad] * 4, mode="reflect"), kernel,
+                   groups=shape[-3])
+    out = out.squeeze(0) if images.ndim == 3 else out.reshape(shape) if images.ndim > 4 else out
+    return out if fp else out.round_().to(images.dtype)
 
 
 def median_blur(images: torch.Tensor, kernel_size: int = 11) -> torch.Tensor:

@@ -10,10 +10,12 @@ offline.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import numbers
 import re
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -67,10 +69,21 @@ class Classifier(nn.Module):
 
 
 def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet-1k class names in index order, from torchvision's weights metadata."""
-    from torchvision.models import ResNet18_Weights
+    """The 1000 ImageNet-1k class names in index order: torchvision's weights metadata, as
+    ``resources/imagenet_categories.csv`` holds it (``tests/test_models.py`` compares the two),
+    so that naming a class does not import torchvision (about a second)."""
+    return list(_imagenet_categories())
 
-    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+@functools.cache
+def _imagenet_categories() -> tuple[str, ...]:
+    text = resources.files("upx_core").joinpath("resources/imagenet_categories.csv").read_text(
+        encoding="utf-8")
+    header, *names = text.splitlines()
+    if header != "name" or len(names) != 1000:
+        raise RuntimeError("upx_core/resources/imagenet_categories.csv is damaged: expected a "
+                           f"'name' header and 1000 names, got {header!r} and {len(names)}")
+    return tuple(names)
 
 
 def _normalize_name(name: str) -> str:
