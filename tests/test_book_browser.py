@@ -5,7 +5,8 @@ The book is served from 127.0.0.1 and opened in Debian's chromium through Playwr
 Checks: every page in _toc.yml loads; notebook chapters show a loaded figure and no error
 output; no table or code block runs past the text column (a table wider than the column scrolls
 inside a framed box, book/_static/upx.css); every figure of chapters 1-7 is numbered and
-captioned; the explore chapter's buttons and sliders switch pictures in the static page; and no
+captioned; at 800 px, no display equation, code block or table of any page is wider than
+its box; the explore chapter's buttons and sliders switch pictures in the static page; and no
 page asks any host but localhost for anything (the widget and math JavaScript are vendored in
 book/widgets-js/).
 
@@ -127,8 +128,8 @@ def shot_dir() -> Path:
 class Visit:
     """One page in a fresh browser context, with every request and failure it caused."""
 
-    def __init__(self, browser, url: str):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def __init__(self, browser, url: str, width: int = 1280):
+        self.context = browser.new_context(viewport={"width": width, "height": 900})
         self.page = self.context.new_page()
         self.requests: list[str] = []
         self.bad_responses: list[str] = []
@@ -171,8 +172,8 @@ class Visit:
 def visit(browser, base_url):
     opened: list[Visit] = []
 
-    def _open(doc: str) -> Visit:
-        v = Visit(browser, f"{base_url}/{doc}.html")
+    def _open(doc: str, width: int = 1280) -> Visit:
+        v = Visit(browser, f"{base_url}/{doc}.html", width)
         opened.append(v)
         return v
 
@@ -362,3 +363,58 @@ def test_every_output_image_is_a_numbered_captioned_figure(visit, doc):
         assert img["number"].startswith("Fig"), f"{doc}: image {img['src']} has no figure number"
         assert len(img["caption"]) > len(img["number"]) + 10, \
             f"{doc}: image {img['src']} has no caption: {img['caption']!r}"
+
+
+# What a reader on a small screen meets (issue 27): MathJax clips a display equation wider than
+# the column on the left, with no way to scroll; a code block or a table wider than its box
+# hides its end behind a scroll bar. At 800 px every display equation, code block (cell code,
+# outputs and the markdown pages' blocks, with the code toggles open) and table of every page
+# fits its box: equations are broken over aligned lines, code lines wrapped.
+_WIDER_THAN_BOX = """() => {
+  const article = document.querySelector('article.bd-article') || document.querySelector('article');
+  const column = article.getBoundingClientRect();
+  const bad = [];
+  const what = (e) => e.innerText.replace(/\\s+/g, ' ').slice(0, 80);
+  for (const m of article.querySelectorAll('mjx-container[display="true"]')) {
+    if (!m.checkVisibility()) continue;
+    const box = m.parentElement.clientWidth;
+    if (m.scrollWidth > box + 2) bad.push(`equation ${m.scrollWidth} px in ${box} px: ` + what(m));
+  }
+  for (const pre of article.querySelectorAll('pre')) {
+    if (!pre.checkVisibility()) continue;
+    if (pre.scrollWidth > pre.clientWidth + 2)
+      bad.push(`code ${pre.scrollWidth} px in ${pre.clientWidth} px: ` + what(pre));
+  }
+  for (const table of article.querySelectorAll('table')) {
+    if (!table.checkVisibility()) continue;
+    const r = table.getBoundingClientRect();
+    let box = table.parentElement;
+    while (box && box !== article &&
+           !['auto', 'scroll', 'hidden'].includes(getComputedStyle(box).overflowX)) {
+      box = box.parentElement;
+    }
+    const width = box && box !== article ? box.clientWidth : column.width;
+    const hidden = box && box !== article ? box.scrollWidth - box.clientWidth : 0;
+    if (r.width > width + 2 || hidden > 2 || r.right > column.right + 2)
+      bad.push(`table ${Math.round(r.width)} px in ${width} px: ` + what(table));
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 2) {
+    bad.push('page scrolls sideways');
+  }
+  return bad;
+}"""
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
+def test_no_equation_code_or_table_wider_than_its_box_at_800px(visit, doc):
+    v = visit(doc, width=800)
+    page = v.page
+    if page.locator("article .math").count():  # wait for MathJax to typeset every formula
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('article .math')]
+                     .every(el => el.querySelector('mjx-container'))""",
+            timeout=20_000,
+        )
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
+    bad = page.evaluate(_WIDER_THAN_BOX)
+    assert not bad, f"{doc}: wider than its box at 800 px:\n" + "\n".join(bad)
