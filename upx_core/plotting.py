@@ -4,17 +4,25 @@ with the target probability before -> after underneath."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colorbar import Colorbar
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 
 from .result import UPXResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.colorbar import Colorbar
+    from matplotlib.figure import Figure
+
+
+def _plt():
+    """pyplot, imported on first use: matplotlib takes about half a second to import, which
+    ``import upx_core.plotting`` (and ``upx explain`` until it draws) should not pay."""
+    import matplotlib.pyplot as plt
+
+    return plt
 
 __all__ = [
     "to_numpy_image", "overlay", "heatmap_rgb", "heatmap_title", "blur_colorbar", "heatmap_figure",
@@ -30,7 +38,7 @@ def to_numpy_image(image: torch.Tensor) -> np.ndarray:
 def heatmap_rgb(undesirable: torch.Tensor, cmap: str = "jet") -> np.ndarray:
     """Colour an ``[H, W]`` (or ``[1, H, W]``) map in [0, 1] to ``[H, W, 3]``."""
     values = undesirable.detach().cpu().reshape(undesirable.shape[-2:]).clamp(0, 1).numpy()
-    return plt.get_cmap(cmap)(values)[..., :3]
+    return _plt().get_cmap(cmap)(values)[..., :3]
 
 
 def overlay(image: torch.Tensor, undesirable: torch.Tensor, alpha: float = 0.5,
@@ -54,6 +62,9 @@ COLORBAR_LABEL = "how strongly the pixel is blurred, 1 \u2212 M\u2032"
 def blur_colorbar(fig: Figure, axes: Sequence[Axes] | Axes, cmap: str = "jet",
                   label: str = COLORBAR_LABEL) -> Colorbar:
     """The heatmaps' scale, beside ``axes``: 0 (kept as it is) to 1 (replaced by its blur)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
     bar = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02, aspect=30)
     bar.set_label(label, fontsize=9)
@@ -80,7 +91,7 @@ def _prob_caption(result: UPXResult, b: int, k: int) -> str:
 
 def heatmap_figure(result: UPXResult, image: torch.Tensor, b: int = 0, k: int = 0) -> Figure:
     """The heatmap of mask (b, k) over its image, titled by what it shows, with its colour bar."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.6), layout="constrained")
+    fig, ax = _plt().subplots(figsize=(4.6, 3.6), layout="constrained")
     ax.imshow(overlay(image, result.undesirable[b, k]))
     ax.set_title(heatmap_title(result.settings[k].mode), fontsize=10)
     ax.set_xlabel(f"{result.class_name(int(result.targets[b, k]))}: {_prob_caption(result, b, k)}",
@@ -107,7 +118,7 @@ def show_explanation(
     only to a figure of its own (a caller's ``axes`` belong to a layout the caller controls).
     """
     if axes is None:
-        fig, axes = plt.subplots(1, 3, figsize=(9.8, 3.3), layout="constrained")
+        fig, axes = _plt().subplots(1, 3, figsize=(9.8, 3.3), layout="constrained")
         colorbar = colorbar is not False
     else:
         fig = axes[0].figure
@@ -147,7 +158,7 @@ def explanation_grid(
         (b, k) for b in range(b_count) for k in range(k_count)
     ]
     rows = 2 if show_perturbed and result.perturbed is not None else 1
-    fig, axes = plt.subplots(rows, len(pairs), figsize=(2.6 * len(pairs) + 1.0, 2.9 * rows),
+    fig, axes = _plt().subplots(rows, len(pairs), figsize=(2.6 * len(pairs) + 1.0, 2.9 * rows),
                              squeeze=False, layout="constrained")
     for col, (b, k) in enumerate(pairs):
         s = result.settings[k]
