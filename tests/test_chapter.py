@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from upx_core import MaskSetting, OptimConfig, load_model
-from upx_core.chapter import as_list, chapter_config, load_sample, not_none, output_dir, styled
+from upx_core.chapter import (
+    as_list,
+    changed_parameters,
+    chapter_config,
+    load_sample,
+    not_none,
+    output_dir,
+    show_source,
+    styled,
+)
 from upx_core.claims import ClaimError, Claims
 
 
@@ -135,3 +144,36 @@ def test_glue_shows_nothing_and_glues_strings_without_quotes(monkeypatch):
 def test_styled_shows_missing_values_as_a_dash():
     html = styled(pd.DataFrame({"phi": [48.7, float("nan")]}), precision=1).to_html()
     assert "48.7" in html and "\u2014" in html and "nan" not in html
+
+
+def test_changed_parameters_reads_values_as_the_chapter_does():
+    book = {"image_names": ["mobile home", "schooner"], "seeds": [0, 1, 2], "iterations": None,
+            "hyperparameters": {}}
+    same = {"image_names": ["mobile home", "schooner"], "seeds": "[0, 1, 2]",
+            "iterations": None, "hyperparameters": "{}"}  # papermill -p passes text
+    assert changed_parameters(same, book) == []
+    reader = dict(same, image_names=["schooner"], hyperparameters='{"gamma": 0.2}')
+    assert changed_parameters(reader, book) == ["image_names", "hyperparameters"]
+    assert changed_parameters(dict(same, iterations=50), book) == ["iterations"]
+    assert changed_parameters({}, book) == list(book)
+
+
+def test_a_readers_run_records_a_failed_claim_and_goes_on(tmp_path, capsys):
+    claims = Claims("03_ftc_fntc", out=tmp_path, strict=False)
+    assert claims.check("ratio of the mask", 0.2, below=0.01) is False
+    assert "note: with these parameters, claim 'ratio of the mask' does not hold" in \
+        capsys.readouterr().out
+    assert list(pd.read_csv(tmp_path / "claims.csv")["holds"]) == [False]
+    with pytest.raises(ClaimError, match="ratio of the mask"):  # the book's run stays strict
+        Claims("03_ftc_fntc").check("ratio of the mask", 0.2, below=0.01)
+
+
+def test_show_source_is_the_librarys_own_code():
+    import inspect
+
+    from upx_core.equations import fntc_penalty, ftc_penalty
+
+    text = show_source(ftc_penalty, fntc_penalty).data
+    assert text.startswith("```python\ndef ftc_penalty(") and text.endswith("\n```")
+    assert inspect.getsource(ftc_penalty).rstrip() in text
+    assert inspect.getsource(fntc_penalty).rstrip() in text

@@ -8,9 +8,10 @@ the library's objects, so each chapter keeps prose, parameters, calls and figure
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +29,8 @@ __all__ = [
     "styled",
     "find_results_dir",
     "glue",
+    "changed_parameters",
+    "show_source",
 ]
 
 PENALTY_FIELDS = ("lambda1", "lambda2", "beta", "gamma")
@@ -157,3 +160,36 @@ def find_results_dir(name: str = "results") -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+_MISSING = object()
+
+
+def changed_parameters(values: Mapping, book: Mapping) -> list[str]:
+    """The names whose value in ``values`` differs from the book's run (``book``), in order.
+
+    A chapter's claims are strict in the book's own run and only recorded in a reader's
+    (:class:`upx_core.claims.Claims`'s ``strict``). A value compares as the chapter reads it:
+    against a list, through :func:`as_list` (papermill passes ``"[0, 1]"``); against a dict,
+    JSON text is parsed (``-p hyperparameters '{}'``). A name missing from ``values`` counts as
+    changed.
+    """
+    changed = []
+    for name, default in book.items():
+        value = values.get(name, _MISSING)
+        if isinstance(default, list) and value is not _MISSING and value is not None:
+            value = as_list(value)
+        elif isinstance(default, dict) and isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if value is _MISSING or value != default:
+            changed.append(name)
+    return changed
+
+
+def show_source(*functions: Callable):
+    """The library's own source of ``functions`` as a Python code block (IPython Markdown), so
+    a chapter shows the code of an equation beside it and the page cannot drift from the code."""
+    from IPython.display import Markdown
+
+    blocks = [inspect.getsource(f).rstrip() for f in functions]
+    return Markdown("```python\n" + "\n\n\n".join(blocks) + "\n```")
