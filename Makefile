@@ -32,7 +32,12 @@ export MALLOC_MMAP_THRESHOLD_ ?= 17179869184
 export MALLOC_TRIM_THRESHOLD_ ?= 17179869184
 export MALLOC_TOP_PAD_ ?= 1073741824
 
-.PHONY: venv test book paths clean chromium
+# torch's OpenMP workers sleep instead of spinning between parallel regions: beside other work
+# on the cores, spinning made a chapter several times slower (upx_core/threads.py,
+# benchmarks/thread_policy.py). It must be set before torch loads, so here for every kernel.
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: venv test book paths clean chromium lab
 
 venv: $(STAMP)
 
@@ -66,6 +71,10 @@ book: venv
 # build's (other CPU kernels; one thread): a claim of the book must not depend on one trajectory.
 paths: venv
 	$(BIN)/python benchmarks/arithmetic_paths.py --chapters 04 05 06 --paths other-simd one-thread
+
+# The chapters in JupyterLab, under the same environment as the book build.
+lab: venv
+	$(BIN)/jupyter lab notebooks
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache
