@@ -338,7 +338,7 @@ class LiveExplorer(widgets.VBox):
             setting, config = self.current()
             r = optimize_masks(self.model, self.image, settings=[setting], config=config,
                                device=self.device, progress=False)
-            picture = result_pngs(r, self.image, dpi=80)[0]
+            picture = result_pictures(r, self.image, dpi=80, colorbar=True)[0]
             ratio = float(undesirable_pixel_ratio(r.masks_upsampled[0, 0]).item())
         except Exception as err:  # every error belongs on the screen, not in the lab's log
             message = html.escape(f"{type(err).__name__}: {err}")
