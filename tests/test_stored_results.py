@@ -379,3 +379,56 @@ def test_notes_folding_speedup_from_the_two_stored_optimizer_runs():
     assert (round(speedup("cpu-2026-11-26.json"), 1),
             round(speedup("cpu-2026-11-26-folded.json"), 1)) == (1.6, 2.0)
     assert "214 ms" not in NOTES.read_text() and "322 ms" not in NOTES.read_text()
+
+
+EXPLAIN = RESULTS / "explain-tusker-cpu-2026-12-06"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_explain_block() -> list[str]:
+    text = README.read_text()
+    start = text.index("```text\nimage        n01871265_tusker.JPEG")
+    return text[start:].split("\n```\n", 1)[0].splitlines()[1:]
+
+
+def test_readme_upx_explain_output_is_the_stored_run():
+    """README's `upx explain` block is what the stored run printed (the output folder aside),
+    and its numbers are those of the stored result.json."""
+    import json
+
+    printed = (EXPLAIN / "stdout-log_prob.txt").read_text().splitlines()
+    block = _readme_explain_block()
+    assert len(block) == len(printed)
+    for shown, stored in zip(block, printed, strict=True):
+        if stored.startswith("wrote"):  # the stored run wrote under /tmp, the README under out/
+            assert shown.startswith("wrote        out/tusker/ ")
+            assert shown.split(") in ")[1] == stored.split(") in ")[1]
+        else:
+            assert shown == stored
+    r = json.loads((EXPLAIN / "result-log_prob.json").read_text())
+    assert r["config"]["objective"] == "log_prob" and r["seeds"] == [0, 1, 2]
+    assert f"0.0343 -> {', '.join(f'{p:.4f}' for p in r['prob_after'])}" in block[2]
+    assert f"{r['phi']:.2f}" in block[3] and f"{100 * r['ratio_mean']:.2f} %" in block[4]
+    c = r["consistency"]
+    assert f"Pearson {c['pearson']:.3f}, IoU {c['iou']:.3f}" in block[5]
+    assert block[-1].endswith(f"in {r['wall_s']:.1f} s")
+
+
+def test_readme_and_notes_probability_objective_leaves_the_target_where_it_was():
+    """README: "(0.0343 -> 0.0344)" under the probability objective; the notes' table rows."""
+    import json
+
+    prob = json.loads((EXPLAIN / "result-prob.json").read_text())
+    log = json.loads((EXPLAIN / "result-log_prob.json").read_text())
+    assert prob["config"]["objective"] == "prob" and max(prob["ratio"]) == 0
+    before, after = f"{prob['prob_before']:.4f}", {f"{p:.4f}" for p in prob["prob_after"]}
+    assert (before, after) == ("0.0343", {"0.0344"})
+    assert "(0.0343 -> 0.0344)" in " ".join(README.read_text().split())
+    notes = NOTES.read_text()
+    c = log["consistency"]
+    row = (f"| log-probability | 0.0343 | {', '.join(f'{p:.4f}' for p in log['prob_after'])} "
+           f"| {100 * log['ratio_mean']:.2f} % | ({c['pearson']:.2f}, {c['iou']:.2f}) |")
+    assert row in notes
+    cp = prob["consistency"]
+    assert (f"| probability (default) | 0.0343 | 0.0344, 0.0344, 0.0344 | 0.00 % | "
+            f"({cp['pearson']:.2f}, n/a: nothing above the threshold) |") in notes
