@@ -335,6 +335,60 @@ def test_importing_the_command_loads_no_torch() -> None:
     assert proc.stdout.strip() == "False", proc.stderr
 
 
+def test_the_method_imports_neither_torchvision_nor_matplotlib() -> None:
+    # torchvision (for one blur and the class names) and matplotlib cost about 1.5 s of every
+    # start; the optimizer needs neither, and plotting loads matplotlib when it draws
+    code = ("import sys, upx_core.equations, upx_core.models, upx_core.fold, "
+            "upx_core.optimizer, upx_core.plotting\n"
+            "from upx_core.models import class_index\n"
+            "assert class_index('African elephant') == 386\n"
+            "print(sorted(m for m in ('torchvision', 'matplotlib', 'timm') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_version_prints_the_package_version_without_torch() -> None:
+    import upx_core
+
+    proc = subprocess.run([sys.executable, "-m", "upx_core.cli", "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == f"upx {upx_core.__version__}\n", proc
+    code = ("import sys\nfrom upx_core.cli import main\ntry:\n    main(['--version'])\n"
+            "except SystemExit as end:\n    print(end.code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.splitlines() == [f"upx {upx_core.__version__}", "0 False"], proc
+
+
+@pytest.mark.parametrize("quiet", [[], ["--quiet"], ["--no-progress"]])
+def test_explain_says_what_it_loads_before_torch_loads(tmp_path: Path, quiet) -> None:
+    # the first seconds of upx explain are torch's import and the model's: a user sees a line
+    # saying so at once (not after them), unless they asked for quiet; stderr keeps stdout clean
+    (tmp_path / "taken").mkdir()  # not upx's: refused once torch has loaded, before the model
+    code = (
+        "import json, sys\n"
+        "class Err:\n"
+        "    lines = []\n"
+        "    def write(self, s):\n"
+        "        if s.strip():\n"
+        "            self.lines.append([s.strip(), 'torch' in sys.modules])\n"
+        "    def flush(self):\n"
+        "        pass\n"
+        "sys.stderr = Err()\n"
+        "from upx_core.cli import main\n"
+        "code = main(['explain', 'sample:tusker', '--out', sys.argv[1], *sys.argv[2:]])\n"
+        "print(json.dumps([code, Err.lines]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "taken"), *quiet],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    code, lines = json.loads(proc.stdout)
+    assert code == 2 and lines[-1][0].startswith("upx: error: output folder "), lines
+    assert lines[-1][1] is True  # the error came after torch loaded
+    assert lines[:-1] == ([] if quiet else [["loading efficientnet_lite0 ...", False]])
+
+
 @pytest.mark.parametrize("argv", [
     ["--help"], ["explain", "--help"], ["evaluate", "--help"],
     ["explain", "sample:tusker", "--seeds", "0", "0", "--out", "unused"],

@@ -87,10 +87,12 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .config import EVAL_MODES, EXPLAIN_OBJECTIVE, MODES
 
     parser = argparse.ArgumentParser(
         prog="upx", description="Undesirable pixels: the pixels whose blur raises a class.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("explain", help="explain one image",
@@ -212,6 +214,8 @@ def explain(args) -> int:
 
         check_image_file(args.image)  # before torch loads: a typo is answered at once
 
+    # What follows imports torch and builds the model (seconds): say so at once, not after.
+    _status(args, f"loading {args.onnx or args.model} ...")
     from .data import check_min_size, load_image, open_rgb
     from .io import check_output_dir
     from .models import class_index, load_model
@@ -331,6 +335,12 @@ def evaluate(args) -> int:
                 print(summary_table(df).to_string())
         print(f"wrote {args.out} ({len(df)} rows)")
     return 0
+
+
+def _status(args, line: str) -> None:
+    """One line on stderr saying what upx is doing, unless --no-progress/--quiet."""
+    if not args.no_progress:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _one_line(err: BaseException) -> str:
