@@ -307,6 +307,9 @@ class LiveExplorer(widgets.VBox):
         self.picture = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self.result: UPXResult | None = None
         self.button.on_click(lambda _button: self.update())
+        # CSS handles for readers' styles and the lab test (tests/test_lab.py)
+        self.status.add_class("upx-live-status")
+        self.picture.add_class("upx-live-picture")
         c = self.controls
         left = widgets.VBox([c["target"], c["seed"], c["lambda1"], c["lambda2"], c["beta"],
                               c["gamma"]])
@@ -314,6 +317,7 @@ class LiveExplorer(widgets.VBox):
                                c["mask_size"]])
         super().__init__([c["mode"], c["objective"], widgets.HBox([left, right]),
                           widgets.HBox([self.button, self.status]), self.picture])
+        self.add_class("upx-live-explorer")
 
     def current(self) -> tuple[MaskSetting, OptimConfig]:
         """The controls' values as the optimizer's setting and config."""
