@@ -129,7 +129,7 @@ def test_blur_boxes_and_blur_control_are_blur_region_box_by_box(model, tusker):
         one = blur_region(model, tusker, box_region(b.tolist()), config)
         assert torch.allclose(probs, one, atol=1e-5)
     target = 386  # African elephant
-    c = blur_control(model, tusker, BOX, target, n=3, seed=5, config=config)
+    (c,) = blur_control(model, tusker, BOX, target, n=3, seed=5, config=config).to_dict("records")
     with torch.no_grad():
         clean = float(torch.softmax(model(tusker[None]), dim=1)[0, target])
     assert c["clean"] == pytest.approx(clean, abs=1e-5) and c["n"] == 3
@@ -137,3 +137,7 @@ def test_blur_boxes_and_blur_control_are_blur_region_box_by_box(model, tusker):
     assert c["value"] == pytest.approx(own, abs=1e-5)
     changes = batched[:, target].double() - clean
     assert c["percentile"] == pytest.approx(percentile_of(own, changes)["percentile"])
+    # several targets from the same forward passes: one row each, in the order given
+    both = blur_control(model, tusker, BOX, [101, target], n=3, seed=5, config=config)
+    assert both["target"].tolist() == [101, target]
+    assert both.iloc[1]["value"] == pytest.approx(c["value"], abs=1e-6)

@@ -1,7 +1,8 @@
 """What a mask did to the classifier, beyond its target's probability: the logit decomposition
 (through the target's own logit, or through the other classes), trial consistency per setting,
 the probabilities of chosen classes (the paper's Fig. 4), and hand-drawn image regions (does a
-mask sit on the boots; what does blurring only them do).
+mask sit on the boots; what does blurring only them do) with their control: the same measure
+for boxes of the same size placed at random on the same image.
 
 Every function reads an :class:`UPXResult` (or runs the model once on given pixels); nothing
 here optimizes.
@@ -327,18 +328,22 @@ def share_control(undesirable: torch.Tensor, box: Sequence[int], n: int = 200,
 
 
 def blur_control(model: torch.nn.Module, image: torch.Tensor, box: Sequence[int],
-                 target: int, n: int = 100, seed: int = 0,
-                 config: OptimConfig | None = None) -> dict[str, float]:
-    """The change of ``target``'s probability when only ``box`` is blurred, against the same
-    change for ``n`` random boxes of the same size (one batched forward pass per chunk).
-    ``value`` is the box's change from the clean image; ``clean`` the clean probability."""
+                 targets: int | Sequence[int], n: int = 100, seed: int = 0,
+                 config: OptimConfig | None = None) -> pd.DataFrame:
+    """The change of each target's probability when only ``box`` is blurred, against the same
+    change for ``n`` random boxes of the same size (batched forward passes, one set for all
+    targets). One row per target: ``target``, ``clean`` (its probability on the clean image),
+    ``value`` (the box's change from it) and :func:`percentile_of`'s columns."""
     size = image.shape[-2:]
     boxes = torch.cat([torch.tensor([[int(v) for v in box]]), random_boxes(box, size, n, seed)])
-    probs = blur_boxes(model, image, boxes, config)[:, int(target)].double()
+    probs = blur_boxes(model, image, boxes, config).double()
     dev = next(model.parameters(), torch.empty(0)).device
     x = (image if image.dim() == 4 else image[None]).to(dev, torch.float32)
     # the clean image through the same path (M' = 1 keeps every pixel: Q = X)
-    clean = float(perturbed_probs(model, x, torch.ones(1, 1, *size, device=dev), config)[
-        0, int(target)])
-    change = probs - clean
-    return {**percentile_of(float(change[0]), change[1:]), "clean": clean}
+    clean = perturbed_probs(model, x, torch.ones(1, 1, *size, device=dev), config)[0].cpu()
+    rows = []
+    for t in [targets] if isinstance(targets, int) else targets:
+        change = probs[:, int(t)] - float(clean[int(t)])
+        rows.append({"target": int(t), "clean": float(clean[int(t)]),
+                     **percentile_of(float(change[0]), change[1:])})
+    return pd.DataFrame(rows)
