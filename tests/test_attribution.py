@@ -84,3 +84,12 @@ def test_without_a_config_attribute_uses_the_explain_objective(model, crops):
     explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, config=OptimConfig(iterations=1),
                         device="cpu")
     assert explainer.last_result.config.objective == "prob"  # a given config is kept
+
+
+def test_a_result_prints_as_one_short_line(batched_attribution):
+    r = batched_attribution[0].last_result
+    text = repr(r)
+    assert text == str(r) and "\n" not in text and len(text) < 300, text
+    assert text.startswith("UPXResult(2 images x 1 setting, mode ftc, target African elephant,")
+    assert "masks 28x28 for 80x80 images, 3 iterations" in text
+    assert "tensor" not in text and "tench" not in text  # no tensors, no list of 1,000 names

@@ -37,12 +37,26 @@ def test_explain_tusker_three_seeds(tmp_path: Path) -> None:
     proc = run_cli("explain", "sample:tusker", "--target", "African elephant",
                    "--seeds", "0", "1", "2", "--out", str(out), *FAST)
     assert proc.returncode == 0, proc.stderr
-    for word in ("p(target)", "phi (Eq. 8)", "ratio", "consistency"):
-        assert word in proc.stdout
+    # plain words first, the paper's symbols after them
+    lines = {line[:12].strip(): line[13:] for line in proc.stdout.splitlines()}
+    assert lines["looked for"].startswith("pixels that hinder the target itself")
+    assert lines["gain"].endswith("% relative improvement of p(target), mean over trials "
+                                  "(phi, Eq. 8)")
+    assert " of the pixels, blurred by more than 0.6 (ratio, Table 2" in lines["undesirable"]
+    assert lines["trials agree"].startswith("Pearson ")
     assert sorted(p.name for p in out.iterdir()) == [
-        ".upx-output", "explanation.png", "heatmap.png", "mask.npy", "perturbed.png",
-        "result.json"]
+        ".upx-output", "README.txt", "explanation.png", "heatmap.png", "mask.npy",
+        "perturbed.png", "result.json"]
+    readme = (out / "README.txt").read_text()
+    assert "[trials, 28, 28]" in readme and "1 keeps a pixel" in readme and "224 x 224" in readme
     summary = json.loads((out / "result.json").read_text())
+    # one convention, the unit in the key: a fraction as upx evaluate's table, phi in percent
+    ratio = summary["ratio_fraction_mean"]
+    assert 0 <= ratio <= 1 and f"{ratio:.4f} of the pixels" in lines["undesirable"]
+    assert f"{summary['relative_improvement_percent_mean']:+.2f} %" in lines["gain"]
+    assert "ratio" not in summary and "phi" not in summary
+    assert summary["upx_version"] == __import__("importlib.metadata").metadata.version("upx")
+    assert summary["git_commit"] and "1 keeps a pixel" in summary["mask_npy"]
     assert summary["target"] == 386 and summary["target_name"] == "African elephant"
     assert len(summary["prob_after"]) == 3 and 0 < summary["prob_before"] < 1
     assert summary["consistency"]["pearson"] <= 1.0
@@ -73,6 +87,16 @@ def test_explain_refuses_existing_folder_and_force_replaces(tmp_path: Path, caps
     (out / "keep.txt").unlink()
     assert main(["explain", "sample:101", "--out", str(out), "--force", *FAST]) == 0
     assert (out / "result.json").exists()
+
+
+def test_two_empty_masks_have_no_iou(tmp_path: Path) -> None:
+    # no pixel can be blurred by more than 1: every trial's region is empty
+    out = tmp_path / "empty"
+    assert main(["explain", "sample:tusker", "--seeds", "0", "1", "--threshold", "1",
+                 "--out", str(out), "--iterations", "2", "--no-progress"]) == 0
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["ratio_fraction"] == [0.0, 0.0]
+    assert summary["consistency"]["iou"] is None  # the summary's "n/a", not a perfect 1.0
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
@@ -107,6 +131,14 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "misspelt target": ([img, "--target", "elefant"],
                             "closest: 'Indian elephant', 'African elephant'"),
         "unknown model": ([img, "--model", "vgg16"], "unknown model 'vgg16'"),
+        # the query-only flags would be ignored by a white-box run: refused, not dropped
+        "queries without a black box": ([img, "--queries", "100"],
+                                        "--queries applies only to a query-only run"),
+        "onnx flags without a black box": (
+            [img, "--outputs", "probs", "--input-size", "224"],
+            "--input-size --outputs apply only to a query-only run"),
+        "mean for a built-in model": ([img, "--black-box", "--mean", "0.5", "0.5", "0.5"],
+                                      "--mean describes an --onnx file"),
     }
 
 
@@ -149,7 +181,14 @@ def test_evaluate_penalty_flags_reach_the_masks(tmp_path: Path, capsys) -> None:
     assert main([*common, "--lambda2", "0", "--out", str(paper)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("upx: error: ") and "lambda2" in err and "\n" not in err
+    # in the command's words: its flags, not the Python API's parameters
+    assert "--no-resume" in err and "--out" in err, err
+    assert "resume=False" not in err and "out_csv" not in err, err
     assert paper.read_bytes() == before
+    missing = tmp_path / "no-such-folder"
+    assert main([*common, "--images", str(missing), "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"upx: error: --images folder does not exist: {missing}", err
 
 
 def test_evaluate_force_resume_reaches_the_run(tmp_path: Path, capsys) -> None:
@@ -169,6 +208,7 @@ def test_evaluate_force_resume_reaches_the_run(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("upx: error: ") and "\n" not in err, err
     assert other in err and optimizer_version() in err and "--force-resume" in err
+    assert "force_resume=True" not in err and "out_csv" not in err, err
     assert out.read_bytes() == before
     assert main([*common, "--indices", "3", "4", "--force-resume"]) == 0
     df = pd.read_csv(out, keep_default_na=False)
@@ -508,6 +548,11 @@ def test_black_box_explain_through_torch_and_onnx_runtime(tmp_path: Path) -> Non
     proc = run_cli("export-onnx", str(onnx_file))
     assert proc.returncode == 0, proc.stderr
     assert run_cli("export-onnx", str(onnx_file)).returncode == 2  # exists: refused
+    # the file holds its normalization: another one is a contradiction, refused in one line
+    proc = run_cli("explain", "sample:tusker", "--onnx", str(onnx_file), "--queries", "42",
+                   "--mean", "0.485", "0.456", "0.406", "--out", str(tmp_path / "bad"), *FAST)
+    assert proc.returncode == 2 and "--mean 0.485 0.456 0.406 contradicts it" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
     proc = run_cli("explain", "sample:tusker", "--onnx", str(onnx_file), "--queries", "42",
                    "--target", "African elephant", "--out", str(tmp_path / "onnx"), *FAST)
     assert proc.returncode == 0, proc.stderr
@@ -550,3 +595,19 @@ def test_a_missing_image_is_answered_before_torch_loads(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"upx: error: image file not found: {tmp_path / 'typo.jpg'}",
                      f"upx: error: {tmp_path} is a folder, not an image file"]
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnx"])
+def test_without_the_onnx_extra_the_error_says_what_to_install(tmp_path: Path, capsys,
+                                                              monkeypatch, missing) -> None:
+    # a None entry in sys.modules makes ``import onnxruntime`` fail as if it were not installed
+    monkeypatch.setitem(sys.modules, missing, None)
+    argv = (["export-onnx", str(tmp_path / "m.onnx")] if missing == "onnx" else
+            ["explain", "sample:tusker", "--onnx", str(tmp_path / "m.onnx"), "--out",
+             str(tmp_path / "out"), *FAST])
+    if missing == "onnxruntime":
+        (tmp_path / "m.onnx").write_bytes(b"")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"upx: error: ONNX support needs the package {missing}: pip install "
+                   "'upx[onnx]' (or pip install onnx onnxruntime)"), err

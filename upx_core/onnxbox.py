@@ -27,6 +27,17 @@ from .models import Classifier, imagenet_categories
 
 __all__ = ["export_onnx", "onnx_predictor"]
 
+
+def _require(module: str):
+    """Import ``module`` of the ``onnx`` extra, or say in one line how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise RuntimeError(f"ONNX support needs the package {module}: pip install 'upx[onnx]' "
+                           "(or pip install onnx onnxruntime)") from None
+
 # The keys export_onnx writes into the model's metadata_props (JSON values).
 META_KEYS = ("mean", "std", "input_size", "resize_size", "outputs", "name")
 
@@ -39,8 +50,7 @@ def export_onnx(model: Classifier, path: str | os.PathLike, opset: int = 17) -> 
     TorchScript-based exporter: it needs no extra package (the torch.export-based one needs
     ``onnxscript``) and gives outputs equal to torch's within float tolerance (tests).
     """
-    import onnx
-
+    onnx = _require("onnx")
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"the ONNX file's name must end in .onnx, got {path.name!r}")
@@ -101,10 +111,11 @@ def onnx_predictor(
     2-core CPU; at 32 it answered about 40 % fewer images per second
     (``benchmarks/blackbox_throughput.py``), and the query-only optimizer asks for 2 x samples
     images per mask at once.
-    The callable carries ``outputs``, ``categories``, ``input_size`` and ``resize_size``.
+    The callable carries ``outputs``, ``categories``, ``input_size`` and ``resize_size``, and
+    in ``metadata`` what the file itself holds of ``META_KEYS`` (empty for a file upx did not
+    export).
     """
-    import onnxruntime as ort
-
+    ort = _require("onnxruntime")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"ONNX model {path} does not exist")
@@ -175,6 +186,7 @@ def onnx_predictor(
 
     n_out = session.get_outputs()[0].shape[-1]
     predict.outputs = outputs
+    predict.metadata = stored
     predict.categories = (list(categories) if categories is not None
                           else imagenet_categories() if n_out == 1000 else None)
     predict.input_size = size

@@ -15,7 +15,44 @@ from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
 from .plotting import explanation_grid, heatmap_figure, to_numpy_image
 from .result import UPXResult
 
-__all__ = ["write_explanation"]
+__all__ = ["write_explanation", "MODE_WORDS", "FOLDER_README"]
+
+# What each mode looks for, in words a user without the paper reads (the paper's name after).
+MODE_WORDS = {
+    "baseline": "pixels whose blur raises the target (Eq. 3)",
+    "ftc": "pixels that hinder the target itself, other classes held (F-TC, Eq. 5)",
+    "fntc": "pixels that favour the other classes (F-NTC, Eq. 7)",
+    "deletion": "pixels whose blur lowers the target (Fong & Vedaldi's deletion)",
+}
+
+# README.txt of every folder upx explain writes: what each file holds, without the paper.
+FOLDER_README = """\
+Written by upx explain {version}. What each file holds:
+
+result.json      the run: class, probabilities before and after, the scores below, every
+                 setting. Keys name their units: relative_improvement_percent is how much the
+                 target's probability rose, in percent of where it started (the paper's phi,
+                 Eq. 8); ratio_fraction is the fraction (0..1) of pixels blurred by more than
+                 the threshold (the paper's Table 2 ratio).
+mask.npy         the optimized masks as a NumPy array [trials, {m}, {m}], one per seed, at the
+                 mask's own {m} x {m} resolution: 1 keeps a pixel, 0 replaces it by its blur
+                 (the paper's M). The pictures and upx_core's attribute() show the opposite,
+                 1 - M', at the image's {h} x {w} pixels: upsample with
+                 upx_core.equations.upsample_mask and subtract from 1 to get them.
+heatmap.png      how strongly each pixel is blurred (1 - M', high = undesirable) over the image.
+perturbed.png    the image with its undesirable pixels blurred (first trial).
+explanation.png  every trial: the undesirable pixels over the image, and the blurred image.
+"""
+
+
+def upx_version() -> str:
+    """upx's installed version, or "unknown" when it runs from a source tree not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("upx")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _png(fig_or_array) -> bytes:
@@ -41,20 +78,31 @@ def write_explanation(result: UPXResult, image, args, path: Path, out: Path, wal
     ratio = undesirable_pixel_ratio(result.masks_upsampled[0, :, 0], args.threshold)
     summary = result.describe(0, 0)
     summary.pop("setting")
+    empty = float(ratio.max()) == 0
+    agreement = (consistency(result.masks_upsampled[0], args.threshold)
+                 if len(settings) > 1 else None)
+    if agreement is not None and empty:
+        agreement["iou"] = None  # two empty regions are not a perfect agreement: IoU says nothing
+    from .provenance import git_commit
+
     summary.update({
+        "upx_version": upx_version(),
+        "git_commit": git_commit(),
         "image": str(path),
         "model": args.model,
         "mode": args.mode,
         "seeds": list(args.seeds),
         "prob_after": [float(v) for v in after],
         "prob_after_mean": float(after.mean()),
-        "relative_improvement": [float(v) for v in rel],
-        "phi": float(rel.mean()),
+        "relative_improvement_percent": [float(v) for v in rel],
+        "relative_improvement_percent_mean": float(rel.mean()),
         "threshold": args.threshold,
-        "ratio": [float(v) for v in ratio],
-        "ratio_mean": float(ratio.mean()),
-        "consistency": (consistency(result.masks_upsampled[0], args.threshold)
-                        if len(settings) > 1 else None),
+        "ratio_fraction": [float(v) for v in ratio],
+        "ratio_fraction_mean": float(ratio.mean()),
+        "consistency": agreement,
+        "mask_npy": (f"[trials, {config.mask_size}, {config.mask_size}]: M per seed, 1 keeps a "
+                     "pixel, 0 blurs it; the pictures show 1 - M' at the image size "
+                     "(README.txt)"),
         "top5_after": [result.named(*(t[0, k] for t in result.top5_after()))
                        for k in range(len(settings))],
         "settings": [dataclasses.asdict(s) for s in settings],
@@ -63,6 +111,9 @@ def write_explanation(result: UPXResult, image, args, path: Path, out: Path, wal
     })
     with atomic_directory(out, force=args.force, protect=[path]) as tmp:
         (tmp / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+        h, w = result.image_size
+        (tmp / "README.txt").write_text(FOLDER_README.format(
+            version=summary["upx_version"], m=config.mask_size, h=h, w=w))
         np.save(tmp / "mask.npy", result.masks[0, :, 0].numpy())
         (tmp / "heatmap.png").write_bytes(_png(heatmap_figure(result, image)))
         (tmp / "perturbed.png").write_bytes(_png(to_numpy_image(result.perturbed[0, 0])))
@@ -71,25 +122,25 @@ def write_explanation(result: UPXResult, image, args, path: Path, out: Path, wal
 
     name = summary["target_name"]
     print(f"image        {path.name}")
-    print(f"target       {name} ({summary['target']}), mode {args.mode}, model {summary['model']}")
+    print(f"target       {name} ({summary['target']}), model {summary['model']}")
+    print(f"looked for   {MODE_WORDS[args.mode]} (--mode {args.mode})")
     print(f"p(target)    {float(before[0]):.4f} -> " + ", ".join(f"{float(a):.4f}" for a in after)
           + f"  (seeds {' '.join(map(str, args.seeds))})")
-    print(f"phi (Eq. 8)  {summary['phi']:.2f}  (relative improvement of the target, mean)")
-    print(f"ratio        {100 * summary['ratio_mean']:.2f} % of pixels with 1 - M' > "
-          f"{args.threshold}")
-    empty = float(ratio.max()) == 0
-    if summary["consistency"] is not None:
-        c = summary["consistency"]
-        # two empty regions are not a perfect agreement: IoU says nothing then
-        iou = "n/a" if empty else f"{c['iou']:.3f}"
-        print(f"consistency  Pearson {c['pearson']:.3f}, IoU {iou} over {len(settings)} trials")
+    print(f"gain         {summary['relative_improvement_percent_mean']:+.2f} % relative "
+          "improvement of p(target), mean over trials (phi, Eq. 8)")
+    print(f"undesirable  {summary['ratio_fraction_mean']:.4f} of the pixels, blurred by more "
+          f"than {args.threshold} (ratio, Table 2; 1 - M' > {args.threshold})")
+    if agreement is not None:
+        iou = "n/a" if agreement["iou"] is None else f"{agreement['iou']:.3f}"
+        print(f"trials agree Pearson {agreement['pearson']:.3f}, IoU {iou} over "
+              f"{len(settings)} trials (consistency)")
     for line in notes(name, float(before[0]), float(after.max()), empty, args.mode,
                        config.objective, args.threshold):
         print(f"note         {line}")
     if "queries" in summary:
         print(f"queries      {summary['queries']} per mask (query-only: no gradient was taken)")
-    print(f"wrote        {out}/ (result.json, mask.npy, heatmap.png, perturbed.png, "
-          f"explanation.png) in {wall:.1f} s")
+    print(f"wrote        {out}/ (README.txt says what each file holds: result.json, mask.npy, "
+          f"heatmap.png, perturbed.png, explanation.png) in {wall:.1f} s")
     return 0
 
 
@@ -106,8 +157,8 @@ def notes(name: str, before: float, best_after: float, empty: bool, mode: str,
     """
     notes = []
     if empty:
-        notes.append(f"no undesirable pixels found: no pixel has 1 - M' > {threshold} in any "
-                     "trial")
+        notes.append("no undesirable pixels found: no pixel is blurred by more than "
+                     f"{threshold} in any trial (1 - M' > {threshold})")
     if mode == "deletion" or best_after - before >= 0.01:
         return notes
     if before >= 0.9:

@@ -17,7 +17,7 @@ __all__ = ["TERMS", "UPXResult"]
 TERMS = ("f_term", "tv", "l1", "r_factors", "total", "prob")
 
 
-@dataclass
+@dataclass(repr=False)
 class UPXResult:
     """Masks for B images x K settings; tensors are on the CPU, indexed ``[b, k, ...]``.
 
@@ -44,6 +44,23 @@ class UPXResult:
     categories: list[str] | None = None
     device: str = "cpu"
     queries: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        """One line: what the result holds, not its tensors (print() of a dataclass dumped the
+        masks and 1,000 class names)."""
+        b, k = self.targets.shape
+        modes = sorted({s.mode for s in self.settings})
+        names = sorted({self.class_name(int(t)) for t in self.targets.flatten()})
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        prob = self.target_prob_after
+        h, w = self.image_size
+        return (f"UPXResult({b} image{'s' * (b != 1)} x {k} setting{'s' * (k != 1)}, "
+                f"mode {'/'.join(modes)}, target {shown}, p(target) "
+                f"{float(self.target_prob_before.mean()):.4f} -> {float(prob.mean()):.4f} "
+                f"(mean), masks {self.config.mask_size}x{self.config.mask_size} for "
+                f"{h}x{w} images, {self.config.iterations} iterations"
+                + ("" if self.queries is None else f", {int(self.queries.max())} queries/mask")
+                + ")")
 
     @classmethod
     def build(cls, *, masks, history, probs_after, perturbed, targets, settings, **kw):
