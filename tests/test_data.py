@@ -75,6 +75,14 @@ def test_data_dir_without_the_file_raises_file_not_found(tmp_path, monkeypatch):
         sample_path(101)
 
 
+def test_a_folder_given_as_an_argument_is_not_called_the_setting(tmp_path):
+    # the user named the folder: the error must not send them to UPX_DATA_DIR
+    with pytest.raises(FileNotFoundError, match="^image folder does not exist: .*nowhere$"):
+        sample_path(101, root=tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=f"{TUSKER_FILE} not found in image folder"):
+        sample_path(101, root=tmp_path)
+
+
 def _online(host: str = "raw.githubusercontent.com") -> bool:
     try:
         socket.create_connection((host, 443), timeout=3).close()
@@ -274,3 +282,23 @@ def test_float_tiff_outside_any_known_range_is_refused(tmp_path, fill, match):
 def test_a_folder_given_as_the_image_says_it_is_a_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a folder, not an image file"):
         load_image(tmp_path)
+
+
+def test_a_jpeg_photo_above_the_decompression_limit_is_decoded_downscaled(tmp_path,
+                                                                         monkeypatch):
+    # a real photo over the limit (lowered here: a real 90-megapixel file is 25 MB): it is
+    # decoded at 1/2 size by the JPEG decoder itself, and the network's input barely changes
+    path = tmp_path / "big.jpg"
+    with Image.open(sample_path(101)) as img:
+        img.convert("RGB").resize((1600, 1200), Image.LANCZOS).save(path, quality=95)
+    png = tmp_path / "big.png"
+    with Image.open(path) as img:
+        img.save(png)
+    full = load_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    assert open_rgb(path).size == (800, 600)  # 1.92 MP -> 0.48 MP, under the limit
+    assert (load_image(path) - full).abs().mean() < 0.01
+    # a PNG cannot be decoded smaller: refused, with advice that needs no Python
+    with pytest.raises(ValueError, match=r"too large to open safely: 1600x1200 .* save it as a "
+                                         r"JPEG$"):
+        open_rgb(png)

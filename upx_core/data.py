@@ -9,8 +9,10 @@ offline, that fails with an error saying how to point ``UPX_DATA_DIR`` at a loca
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
+import threading
 import warnings
 from functools import cache
 from importlib import resources
@@ -54,8 +56,9 @@ def data_dir(path: str | os.PathLike | None = None) -> Path | None:
     if not value:
         return None
     folder = Path(value).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{DATA_DIR_ENV} folder does not exist: {folder}")
+    if not folder.is_dir():  # named as the user gave it: an argument or the setting
+        raise FileNotFoundError(
+            f"{'image' if path is not None else DATA_DIR_ENV} folder does not exist: {folder}")
     return folder
 
 
@@ -90,7 +93,8 @@ def sample_path(which: int | str, root: str | os.PathLike | None = None) -> Path
     if folder is not None:
         path = folder / filename
         if not path.is_file():
-            raise FileNotFoundError(f"{filename} not found in {DATA_DIR_ENV} folder {folder}")
+            where = "image folder" if root is not None else f"{DATA_DIR_ENV} folder"
+            raise FileNotFoundError(f"{filename} not found in {where} {folder}")
         return path
     return _download(filename, sha)
 
@@ -111,13 +115,55 @@ def _download(filename: str, sha256: str) -> Path:
         ) from None
 
 
+# Image.open checks MAX_IMAGE_PIXELS itself; open_rgb lifts that check for the instant it
+# reads a header (and checks the size itself), under this lock so no other thread sees it lifted.
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_unchecked(path: Path) -> Image.Image:
+    """``Image.open`` (the header only, nothing decoded) without PIL's size check."""
+    with _OPEN_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def _fit_under(img: Image.Image, limit: int | None, path: Path) -> None:
+    """Make ``img`` decode to at most ``limit`` pixels (PIL's ``MAX_IMAGE_PIXELS``), or raise.
+
+    A JPEG above it is decoded at 1/2, 1/4 or 1/8 of its size (the decoder's own DCT scaling,
+    ``Image.draft``: the full-size pixels are never held in memory). The smallest of these
+    scales that fits is used: a 100-megapixel photo still decodes to 25 megapixels, far more than
+    the network's 224 x 224 needs. Other formats cannot be decoded smaller and are refused.
+    """
+    w, h = img.size
+    if not limit or w * h <= limit:
+        return
+    if img.format == "JPEG":
+        for scale in (2, 4, 8):
+            if math.ceil(w / scale) * math.ceil(h / scale) <= limit:
+                img.draft(img.mode, (max(w // scale, 1), max(h // scale, 1)))
+                if img.size[0] * img.size[1] <= limit:
+                    return
+                break
+    raise ValueError(
+        f"image {path} is too large to open safely: {w}x{h} = {w * h:,} pixels, above "
+        f"PIL.Image.MAX_IMAGE_PIXELS ({limit:,}); upx decodes a JPEG up to 64 times that "
+        "size downscaled, other formats only below it: shrink it or save it as a JPEG")
+
+
 def open_rgb(path: str | os.PathLike) -> Image.Image:
     """Open an image file as 8-bit RGB, fully decoded and turned upright.
 
     The EXIF orientation (a phone photo taken sideways) is applied. Grayscale, palette,
-    RGBA/LA (composited on white), 16-bit and float files are converted. A missing file raises
-    FileNotFoundError, a folder IsADirectoryError; a non-image or truncated file, or one above
-    PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), raises ValueError.
+    RGBA/LA (composited on white), 16-bit and float files are converted. A JPEG above PIL's
+    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 megapixels) is decoded
+    downscaled by 2, 4 or 8 to fit under it (:func:`_fit_under`; the network sees 224 x 224
+    anyway). A missing file raises FileNotFoundError, a folder IsADirectoryError; a non-image
+    or truncated file, or another format above the limit, raises ValueError.
     """
     path = check_image_file(path)
     # PIL's global default is already False; set it explicitly so a truncated JPEG is an error
@@ -127,13 +173,13 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that, then decodes it all.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with _open_unchecked(path) as img:
+                _fit_under(img, Image.MAX_IMAGE_PIXELS, path)
                 img.load()
                 img = ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ValueError(
-            f"image {path} is too large to open safely: {err} Shrink it, or raise "
-            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+            f"image {path} is too large to open safely: {err} Shrink it or save it as a JPEG"
         ) from None
     except UnidentifiedImageError:
         raise ValueError(f"not an image file: {path}") from None
