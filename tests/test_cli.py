@@ -254,13 +254,14 @@ def test_evaluate_parses_every_flag_into_the_run() -> None:
         "evaluate", "--data-root", "d", "--indices", "1", "2", "--out", "o.csv", "--amp",
         "bf16", "--channels-last", "--batch-size", "4", "--random-weights", "--quiet",
         "--lr", "0.05", "--ftc-form", "vector", "--lambda1", "0.5", "--beta", "1.5",
-        "--gamma", "0.6", "--lambda2", "2", "--modes", "ftc", "random"])
+        "--gamma", "0.6", "--lambda2", "2", "--modes", "ftc", "random",
+        "--fntc-norm", "squared"])
     assert (args.images, args.indices, args.batch_size, args.modes) == (
         "d", [1, 2], 4, ["ftc", "random"])
     assert args.random_weights and args.no_progress
     config = _config(args)
-    assert (config.amp, config.channels_last, config.lr, config.ftc_form) == (
-        "bf16", True, 0.05, "vector")
+    assert (config.amp, config.channels_last, config.lr, config.ftc_form,
+            config.fntc_norm) == ("bf16", True, 0.05, "vector", "squared")
     assert _penalties(args) == {"lambda1": 0.5, "lambda2": 2.0, "beta": 1.5, "gamma": 0.6}
     with pytest.raises(SystemExit):  # --n and --indices exclude each other
         build_parser().parse_args(["evaluate", "--n", "2", "--indices", "1", "--out", "o"])
@@ -278,7 +279,8 @@ def test_evaluate_records_every_run_flag_in_the_csv(tmp_path: Path) -> None:
     assert main([
         "evaluate", "--data-root", data, "--indices", "101", "--modes", "ftc", "random",
         "--seeds", "0", "1", "--iterations", "2", "--lr", "0.05", "--objective", "log_prob",
-        "--reduction", "sum", "--ftc-form", "vector", "--init-noise", "0.2", "--mask-size",
+        "--reduction", "sum", "--ftc-form", "vector", "--fntc-norm", "squared",
+        "--init-noise", "0.2", "--mask-size",
         "14", "--sigma", "3", "--kernel-size", "7", "--lambda1", "0.5", "--lambda2", "0.01",
         "--beta", "1.5", "--gamma", "0.6", "--threshold", "0.4",
         *(["--amp", "bf16"] if precision == "bf16" else []), "--channels-last",
@@ -288,7 +290,8 @@ def test_evaluate_records_every_run_flag_in_the_csv(tmp_path: Path) -> None:
     assert list(zip(df.image_index, df["mode"], df.seed, strict=True)) == [
         (101, "ftc", 0), (101, "ftc", 1), (101, "random", 0), (101, "random", 1)]
     want = {"iterations": 2, "lr": 0.05, "objective": "log_prob", "reduction": "sum",
-            "ftc_form": "vector", "init_noise": 0.2, "mask_size": 14, "sigma": 3.0,
+            "ftc_form": "vector", "fntc_norm": "squared", "init_noise": 0.2,
+            "mask_size": 14, "sigma": 3.0,
             "kernel_size": 7, "lambda1": 0.5, "lambda2": 0.01, "beta": 1.5, "gamma": 0.6,
             "threshold": 0.4, "precision": precision, "channels_last": True, "device": "cpu",
             "model": "efficientnet_lite0"}

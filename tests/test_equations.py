@@ -318,6 +318,21 @@ def test_fntc_penalty_hand_value_and_ignores_non_targets():
     _close(fntc_penalty(torch.tensor([[1.0, 2.0, 3.0, 1.5]]), CLEAN, TARGET, 0.5), 0.5 * 2.5)
 
 
+def test_fntc_penalty_squared_reading_hand_values_and_its_flat_start():
+    # dy_k = 14 - 4 = 10 -> gamma * 100; dy_k = 1.5 - 4 = -2.5 -> gamma * 6.25
+    _close(fntc_penalty(MOVED, CLEAN, TARGET, 0.3, "squared"), 0.3 * 100.0, tol=4e-6)  # float32
+    _close(fntc_penalty(torch.tensor([[1.0, 2.0, 3.0, 1.5]]), CLEAN, TARGET, 0.5, "squared"),
+           0.5 * 6.25)
+    # the two readings' slopes at dy_k = 0: gamma (abs, either side) against 0 (squared)
+    for norm, slope in (("abs", 0.3), ("squared", 0.0)):
+        y = torch.tensor([[1.0, 2.0, 3.0, 4.0 + 1e-3]], requires_grad=True)
+        fntc_penalty(y, CLEAN, TARGET, 0.3, norm).sum().backward()
+        assert y.grad[0, 3].item() == pytest.approx(slope, abs=1e-3)
+        assert torch.count_nonzero(y.grad[0, :3]) == 0
+    with pytest.raises(ValueError, match="fntc norm"):
+        fntc_penalty(MOVED, CLEAN, TARGET, 0.3, "l1")
+
+
 def test_per_mask_gamma_and_target_broadcast_like_separate_calls():
     gen = torch.Generator().manual_seed(3)
     clean = torch.randn(4, 6, generator=gen)

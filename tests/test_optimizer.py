@@ -201,6 +201,22 @@ def test_logit_objective_and_rootless_tv_reach_the_recorded_terms(model, crops):
     assert not torch.equal(tv, tv_norm(m0, 2.0, "mean")[0])
 
 
+def test_fntc_norm_reaches_the_fntc_penalty_and_nothing_else(model, crops):
+    # the recorded R_F-NTC of every step is gamma * |dy_k| or gamma * dy_k^2 of that step's
+    # logits, and the norm changes F-NTC's masks only
+    settings = settings_grid(modes=("fntc", "ftc"), seeds=(0,), gamma=1.0)
+    runs = {norm: run(model, crops[:1], settings=settings,
+                      config=OptimConfig(iterations=3, fntc_norm=norm))
+            for norm in ("abs", "squared")}
+    r_abs = runs["abs"].history[0, 0, :, TERMS.index("r_factors")]
+    r_sq = runs["squared"].history[0, 0, :, TERMS.index("r_factors")]
+    # the first step starts both from the same M0, so |dy_k|^2 there is the squared reading
+    torch.testing.assert_close(r_sq[0], r_abs[0].square(), rtol=1e-5, atol=1e-7)
+    assert r_abs[0] > 0
+    assert not torch.equal(runs["abs"].masks[0, 0], runs["squared"].masks[0, 0])
+    assert torch.equal(runs["abs"].masks[0, 1], runs["squared"].masks[0, 1])
+
+
 def test_gaussian_median_blur_is_what_the_optimizer_and_perturbed_probs_use(model, crops):
     cfg = LAYOUT_CONFIG.replace(iterations=1, blur="gaussian+median")
     r = run(model, crops, config=cfg)

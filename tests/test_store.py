@@ -143,3 +143,16 @@ def test_optimizer_version_follows_the_mask_modules_not_the_commit(tmp_path):
     seg = prov.segment()
     assert seg["optimizer_version"] == here
     assert seg["git_commit"] == "unknown"  # tmp_path is no git checkout
+
+
+def test_a_csv_written_before_fntc_norm_existed_reads_as_the_abs_norm(tmp_path):
+    from upx_core.store import COLUMNS, read_rows
+
+    old = tmp_path / "old.csv"
+    row = {c: 0 for c in COLUMNS if c != "fntc_norm"}
+    pd.DataFrame([row]).to_csv(old, index=False)
+    df = read_rows(old)
+    assert df["fntc_norm"].tolist() == ["abs"]
+    # every stored run of the book was computed with |dy_k|, and says so when read
+    stored = Path(__file__).resolve().parents[1] / "notebooks/results/cpu_200img_prob.csv"
+    assert set(read_rows(stored)["fntc_norm"]) == {"abs"}

@@ -25,7 +25,15 @@ EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
 
 def _add_hyperparameters(p: argparse.ArgumentParser, objective: str | None = None) -> None:
     """The paper's hyperparameters as flags; ``objective`` overrides the --objective default."""
-    from .config import FTC_FORMS, MODEL_NAMES, OBJECTIVES, REDUCTIONS, MaskSetting, OptimConfig
+    from .config import (
+        FNTC_NORMS,
+        FTC_FORMS,
+        MODEL_NAMES,
+        OBJECTIVES,
+        REDUCTIONS,
+        MaskSetting,
+        OptimConfig,
+    )
 
     c, s = OptimConfig(), MaskSetting()
     g = p.add_argument_group("hyperparameters (defaults: the paper's, Sect. 4.1)")
@@ -62,6 +70,9 @@ def _add_hyperparameters(p: argparse.ArgumentParser, objective: str | None = Non
     g.add_argument("--ftc-form", choices=FTC_FORMS, default=c.ftc_form,
                    help="Eq. 4 on the mean shift of the non-target logits (literal) or on "
                         "the vector of their shifts (default: %(default)s)")
+    g.add_argument("--fntc-norm", choices=FNTC_NORMS, default=c.fntc_norm,
+                   help="Eq. 6's norm of the target logit's shift: |dy_k| or dy_k^2 "
+                        "(default: %(default)s)")
     g.add_argument("--init-noise", type=float, default=c.init_noise,
                    help="a trial starts at M = 1 - init_noise * U(0, 1) (default: %(default)s)")
     g.add_argument("--threshold", type=float, default=0.6,
@@ -174,8 +185,8 @@ def _config(args):
     return OptimConfig(
         iterations=args.iterations, lr=args.lr, mask_size=args.mask_size, sigma=args.sigma,
         kernel_size=args.kernel_size, objective=args.objective, reduction=args.reduction,
-        ftc_form=args.ftc_form, init_noise=args.init_noise, amp=args.amp,
-        channels_last=args.channels_last,
+        ftc_form=args.ftc_form, fntc_norm=args.fntc_norm, init_noise=args.init_noise,
+        amp=args.amp, channels_last=args.channels_last,
     )
 
 

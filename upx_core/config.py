@@ -25,6 +25,7 @@ EVAL_MODES = (*MODES, "random")
 OBJECTIVES = ("prob", "log_prob", "logit")
 REDUCTIONS = ("mean", "sum")
 FTC_FORMS = ("mean", "vector")
+FNTC_NORMS = ("abs", "squared")
 BLURS = ("gaussian", "gaussian+median")  # OptimConfig.blur, the reading of h(X)
 # The objective of `upx explain` and UndesirablePixels.attribute, for a user's own target. On 16
 # sample images x their three most probable classes, F-TC under log_prob found a mask (a pixel
@@ -117,6 +118,10 @@ class OptimConfig:
     amp: ``"bf16"`` runs the classifier under bfloat16 autocast on CUDA or on a CPU with native
     bfloat16 (AVX-512 BF16, AMX; refused on other CPUs); the mask, the blur, every loss term and
     Adam's state stay float32, and the probabilities reported are the bf16 classifier's.
+    fntc_norm: Eq. 6's norm of the target logit's shift dy_k, ``abs`` (|dy_k|, the L2 norm of a
+    scalar, whose slope gamma at dy_k = 0 is a wall the target's own gain must climb) or
+    ``squared`` (dy_k^2, the squared L2 norm, flat at dy_k = 0; see
+    :func:`upx_core.equations.fntc_penalty`).
     ``check_every``: how often the loop looks for NaN/Inf (a host-device sync on CUDA).
     ``fold_batchnorm``: optimize through a copy of the classifier with its eval-mode batch norms
     folded into their convolutions (same function, faster; see
@@ -142,6 +147,7 @@ class OptimConfig:
     objective: str = "prob"
     reduction: str = "mean"
     ftc_form: str = "mean"
+    fntc_norm: str = "abs"
     init_noise: float = 0.5
     amp: str | None = None
     channels_last: bool = False
@@ -169,6 +175,8 @@ class OptimConfig:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
         if self.ftc_form not in FTC_FORMS:
             raise ValueError(f"ftc_form must be one of {FTC_FORMS}, got {self.ftc_form!r}")
+        if self.fntc_norm not in FNTC_NORMS:
+            raise ValueError(f"fntc_norm must be one of {FNTC_NORMS}, got {self.fntc_norm!r}")
         if not _is_real(self.init_noise) or not (0 <= self.init_noise <= 1):
             raise ValueError(f"init_noise must be in [0, 1], got {self.init_noise!r}")
         if self.amp is not None and self.amp not in AMP_DTYPES:

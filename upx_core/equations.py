@@ -207,14 +207,24 @@ def fntc_penalty(
     logits_clean: torch.Tensor,
     target: torch.Tensor,
     gamma: float | torch.Tensor = 0.3,
+    norm: str = "abs",
 ) -> torch.Tensor:
     """Eq. 6: R_F-NTC = gamma * || f'_k(Q) - f'_k(X) ||_2, per mask.
 
     Penalizes moving the target's own logit, so the target probability can rise only by
-    lowering the other classes ("factors for non-target classes").
+    lowering the other classes ("factors for non-target classes"). The norm of the scalar
+    dy_k = f'_k(Q) - f'_k(X) reads two ways: ``norm="abs"``, |dy_k| (the L2 norm itself), whose
+    slope is gamma on either side of 0, so the target's own gain must pull harder than gamma to
+    move y_k at all; ``norm="squared"``, dy_k^2 (the squared norm, as in a least-squares
+    penalty), whose slope is 0 at dy_k = 0 and grows with the shift.
     """
     idx = target.view(-1, 1)
-    return gamma * (logits.gather(1, idx) - logits_clean.gather(1, idx)).abs().squeeze(1)
+    shift = (logits.gather(1, idx) - logits_clean.gather(1, idx)).squeeze(1)
+    if norm == "abs":
+        return gamma * shift.abs()
+    if norm == "squared":
+        return gamma * shift.square()
+    raise ValueError(f"fntc norm must be 'abs' or 'squared', got {norm!r}")
 
 
 def logsumexp_others(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -272,7 +282,8 @@ def loss_terms(
     reg = torch.where(
         is_mode["ftc"],
         ftc_penalty(logits, logits_clean, target, gamma, config.ftc_form),
-        torch.where(is_mode["fntc"], fntc_penalty(logits, logits_clean, target, gamma),
+        torch.where(is_mode["fntc"],
+                    fntc_penalty(logits, logits_clean, target, gamma, config.fntc_norm),
                     torch.zeros_like(gain)),
     )
     r_m = mask_penalty(mask, lambda1, lambda2, beta, config.reduction, config.tv_root)

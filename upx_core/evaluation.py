@@ -146,6 +146,7 @@ def _run_values(model_name: str, config: OptimConfig, threshold: float,
         "lr": config.lr, "mask_size": config.mask_size, "sigma": config.sigma,
         "kernel_size": config.kernel_size, "objective": config.objective,
         "reduction": config.reduction, "ftc_form": config.ftc_form,
+        "fntc_norm": config.fntc_norm,
         "init_noise": config.init_noise, **penalties, "precision": config.amp or "fp32",
     }
 

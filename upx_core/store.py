@@ -57,8 +57,10 @@ KEY = ["image_index", "mode", "seed"]
 # Columns that must agree between an existing CSV and a resumed run (else the rows would mix
 # two different experiments under one key).
 RUN_COLUMNS = ["model", "threshold", "iterations", "lr", "mask_size", "sigma", "kernel_size",
-               "objective", "reduction", "ftc_form", "init_noise", "lambda1", "lambda2",
-               "beta", "gamma", "precision"]
+               "objective", "reduction", "ftc_form", "fntc_norm", "init_noise", "lambda1",
+               "lambda2", "beta", "gamma", "precision"]
+# Run columns added later, with the value every row written before them was computed with.
+ADDED_COLUMNS = {"fntc_norm": "abs"}
 # Which code computed a row (recorded, not run settings: a forced resume mixes them).
 SEGMENT_COLUMNS = ["git_commit", "optimizer_version"]
 UNKNOWN = "unknown"  # a segment column's value in a CSV written before it existed
@@ -66,7 +68,7 @@ COLUMNS = [
     *KEY, "file", "model", "target", "target_name", "prob_before", "prob_after",
     "relative_improvement", "ratio", "relative_improvement_thresholded", "threshold",
     "iterations", "lr", "mask_size", "sigma", "kernel_size", "objective", "reduction",
-    "ftc_form", "init_noise", "lambda1", "lambda2", "beta", "gamma", "precision",
+    "ftc_form", "fntc_norm", "init_noise", "lambda1", "lambda2", "beta", "gamma", "precision",
     "channels_last", "device", *SEGMENT_COLUMNS,
 ]
 
@@ -131,7 +133,8 @@ def add_rows(df: pd.DataFrame, path: Path, run: dict, mode_order: Sequence[str],
 def read_rows(path: Path) -> pd.DataFrame:
     """The rows of an evaluation CSV (an empty file is no rows); another CSV is an error.
 
-    A CSV written before :data:`SEGMENT_COLUMNS` existed gets them, as :data:`UNKNOWN`.
+    A CSV written before :data:`SEGMENT_COLUMNS` existed gets them, as :data:`UNKNOWN`; one
+    written before a column of :data:`ADDED_COLUMNS` existed gets the value it was computed with.
     """
     try:
         # as text: a git commit or a version made of digits must not become a number
@@ -140,9 +143,13 @@ def read_rows(path: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not an evaluation CSV ({type(err).__name__})") from None
-    missing = [c for c in COLUMNS if c not in df.columns and c not in SEGMENT_COLUMNS]
+    missing = [c for c in COLUMNS if c not in df.columns
+               and c not in SEGMENT_COLUMNS and c not in ADDED_COLUMNS]
     if missing:
         raise ValueError(f"{path} is not an evaluation CSV (missing columns {missing})")
+    for col, value in ADDED_COLUMNS.items():
+        if col not in df.columns:
+            df[col] = value
     for col in SEGMENT_COLUMNS:
         if col not in df.columns:
             df[col] = UNKNOWN
