@@ -129,6 +129,24 @@ def test_consistency_skips_constant_pairs_and_counts_two_empty_regions_as_agreei
     assert out["iou"] == 1.0
 
 
+def test_consistency_pairs_leave_undefined_pairs_undefined_and_flag_both_empty():
+    from upx_core.metrics import consistency_pairs
+
+    a, b = _hand_masks()
+    empty = torch.ones_like(a)  # M' = 1 everywhere: nothing blurred, a constant map
+    pairs = consistency_pairs(torch.stack([a, b, empty, empty]))
+    assert [(p["i"], p["j"]) for p in pairs] == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    assert pairs[0]["iou"] == pytest.approx(2 / 8) and not pairs[0]["both_empty"]
+    assert pairs[0]["pearson"] == pytest.approx(consistency(torch.stack([a, b]))["pearson"])
+    # a region against an empty one: IoU 0, defined; the constant map has no correlation
+    assert pairs[1]["iou"] == 0.0 and math.isnan(pairs[1]["pearson"])
+    assert [p["both_empty"] for p in pairs] == [False] * 5 + [True]
+    assert math.isnan(pairs[5]["iou"]) and math.isnan(pairs[5]["pearson"])
+    # consistency() counts the empty pair as agreeing, IoU 1
+    mean = (2 / 8 + 0 + 0 + 0 + 0 + 1) / 6
+    assert consistency(torch.stack([a, b, empty, empty]))["iou"] == pytest.approx(mean)
+
+
 def test_consistency_needs_two_trials():
     with pytest.raises(ValueError, match="two trials"):
         consistency(torch.ones(1, 4, 4))

@@ -7,7 +7,7 @@ import itertools
 import torch
 
 __all__ = ["relative_improvement", "phi", "undesirable_pixel_ratio", "found_mask",
-           "consistency"]
+           "consistency_pairs", "consistency"]
 
 # A mask "finds" undesirable pixels when it raises the target by at least this phi (Eq. 8, %).
 FOUND_PHI = 10.0
@@ -57,26 +57,42 @@ def found_mask(ratio, relative_improvement, min_phi: float = FOUND_PHI):
     return (ratio > 0) & (relative_improvement >= min_phi)
 
 
-def consistency(masks_up: torch.Tensor, threshold: float = 0.6) -> dict[str, float]:
-    """How alike T trials' masks are: mean pairwise Pearson r, and IoU of thresholded masks.
+def consistency_pairs(masks_up: torch.Tensor, threshold: float = 0.6) -> list[dict]:
+    """Every pair of T trials' masks compared, as the figures are read and as numbers.
 
     ``masks_up``: ``[T, ..., H, W]`` upsampled masks of the same image, setting and target,
-    differing only in their trial. A pair of constant masks has no defined correlation and is
-    skipped; a pair whose thresholded regions are both empty counts as IoU 1 (they agree).
+    differing only in their trial. One dict per pair ``(i, j)``, ``i < j``: ``pearson``, the
+    correlation of their 1 - M' maps (NaN when either is constant: no correlation is defined);
+    ``iou``, the intersection over union of their regions 1 - M' > ``threshold`` (NaN when both
+    regions are empty: two masks that found nothing agree on nothing); ``both_empty``.
     """
     if masks_up.shape[0] < 2:
         raise ValueError("consistency needs at least two trials")
     flat = (1.0 - masks_up).flatten(1).double()
     regions = flat > threshold
-    rs, ious = [], []
+    pairs = []
     for i, j in itertools.combinations(range(flat.shape[0]), 2):
         a, b = flat[i] - flat[i].mean(), flat[j] - flat[j].mean()
         denom = a.norm() * b.norm()
-        if denom > 0:
-            rs.append(float((a @ b) / denom))
         union = (regions[i] | regions[j]).sum()
         inter = (regions[i] & regions[j]).sum()
-        ious.append(1.0 if union == 0 else float(inter / union))
+        pairs.append({"i": i, "j": j,
+                      "pearson": float((a @ b) / denom) if denom > 0 else float("nan"),
+                      "iou": float(inter / union) if union > 0 else float("nan"),
+                      "both_empty": bool(union == 0)})
+    return pairs
+
+
+def consistency(masks_up: torch.Tensor, threshold: float = 0.6) -> dict[str, float]:
+    """How alike T trials' masks are: mean pairwise Pearson r, and IoU of thresholded masks.
+
+    The means of :func:`consistency_pairs`: a pair of constant masks has no defined correlation
+    and is skipped; a pair whose thresholded regions are both empty counts as IoU 1 (they
+    agree). To leave those pairs out instead, average :func:`consistency_pairs` yourself.
+    """
+    pairs = consistency_pairs(masks_up, threshold)
+    rs = [p["pearson"] for p in pairs if p["pearson"] == p["pearson"]]
+    ious = [1.0 if p["both_empty"] else p["iou"] for p in pairs]
     return {
         "pearson": sum(rs) / len(rs) if rs else float("nan"),
         "iou": sum(ious) / len(ious),
