@@ -242,3 +242,53 @@ def test_interval_table_one_row_per_model_and_mode_in_mode_order():
     assert (table["ci_low"] <= table["mean"]).all() and (table["mean"] <= table["ci_high"]).all()
     with pytest.raises(ValueError, match="metric"):
         interval_table({"live": df}, "accuracy")
+
+
+def _run(values: dict[int, tuple[float, float, float]], mode: str = "ftc") -> pd.DataFrame:
+    """Rows of one mode: image -> (prob_before, relative_improvement, ratio)."""
+    return pd.DataFrame([{"model": "m", "image_index": i, "mode": mode, "seed": 0,
+                          "prob_before": p, "relative_improvement": phi, "ratio": r}
+                         for i, (p, phi, r) in values.items()])
+
+
+def test_paired_runs_compares_two_runs_on_the_images_they_share_only():
+    from upx_core.tables import paired_runs
+
+    a = _run({1: (0.5, 40.0, 0.01), 2: (0.5, 30.0, 0.0), 3: (0.5, 99.0, 0.0)})
+    b = _run({1: (0.5, 10.0, 0.01), 2: (0.5, 35.0, 0.0), 4: (0.5, -50.0, 0.0)})
+    out = paired_runs(a, b, "ftc")
+    # images 1 and 2 only: differences 30 and -5
+    assert out["images"] == 2
+    assert out["mean_difference"] == pytest.approx(12.5)
+    assert (out["mean_a"], out["mean_b"]) == (pytest.approx(35.0), pytest.approx(22.5))
+    assert out["share_a_higher"] == 0.5 and out["sign_test_p"] == 1.0
+    with pytest.raises(ValueError, match="share no image"):
+        paired_runs(a, b, "fntc")
+
+
+def test_by_confidence_strata_shares_and_means():
+    from upx_core.tables import by_confidence
+
+    df = _run({1: (0.1, 80.0, 0.02), 2: (0.2, 60.0, 0.0), 3: (0.95, 4.0, 0.0),
+               4: (1.0, 0.0, 0.0), 5: (0.3, 50.0, 0.01)})
+    t = by_confidence(df).set_index("f_h(X)")
+    assert t["images"].tolist() == [2, 1, 0, 2]  # 0.3 opens the second stratum; 1.0 closes the last
+    assert t["share"].tolist() == [0.4, 0.2, 0.0, 0.4]
+    assert t.loc["0-0.3", "phi"] == pytest.approx(70.0)
+    assert t.loc["0-0.3", "ratio_pct"] == pytest.approx(1.0)
+    assert t.loc["0.9-1", "phi"] == pytest.approx(2.0)
+
+
+def test_ratio_summary_separates_the_empty_masks():
+    from upx_core.tables import ratio_summary
+
+    df = pd.concat([_run({1: (0.5, 1, 0.0), 2: (0.5, 1, 0.02), 3: (0.5, 1, 0.04),
+                          4: (0.5, 1, 0.0)}),
+                    _run({1: (0.5, 1, 0.0)}, mode="fntc")])
+    t = ratio_summary(df).set_index("mode")
+    assert t.loc["F-TC", "masks"] == 4
+    assert t.loc["F-TC", "ratio_pct"] == pytest.approx(1.5)
+    assert t.loc["F-TC", "empty_share"] == 0.5
+    assert t.loc["F-TC", "nonempty_ratio_pct"] == pytest.approx(3.0)
+    assert t.loc["F-TC", "nonempty_median_pct"] == pytest.approx(3.0)
+    assert t.loc["F-NTC", "empty_share"] == 1.0

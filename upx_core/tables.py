@@ -27,6 +27,10 @@ __all__ = [
     "bootstrap_interval",
     "interval_table",
     "paired_comparison",
+    "paired_runs",
+    "CONFIDENCE_BINS",
+    "by_confidence",
+    "ratio_summary",
     "sign_test",
 ]
 
@@ -226,11 +230,76 @@ def paired_comparison(df: pd.DataFrame, a: str, b: str, column: str = "relative_
     diff = (wide[a] - wide[b]).dropna().to_numpy()
     if len(diff) == 0:
         raise ValueError(f"modes {a!r} and {b!r} share no (model, image)")
+    return _paired_stats(diff, n_boot, seed)
+
+
+def paired_runs(a: pd.DataFrame, b: pd.DataFrame, mode: str,
+                column: str = "relative_improvement", n_boot: int = 2000,
+                seed: int = 0) -> dict[str, float]:
+    """Run ``a`` against run ``b`` (two objectives, two models' images...) for one ``mode``, on
+    the images both hold: :func:`paired_comparison`'s statistics of the per-image differences
+    ``a - b`` (each image's trials averaged first), plus both runs' means on those images
+    (``mean_a``, ``mean_b``). Raises if the runs share no image of that mode."""
+    per = [_per_image(df[df["mode"] == mode], column).groupby("image_index")[column].mean()
+           for df in (a, b)]
+    both = pd.concat(per, axis=1, keys=["a", "b"], join="inner").dropna()
+    if both.empty:
+        raise ValueError(f"the two runs share no image of mode {mode!r}")
+    return {**_paired_stats((both["a"] - both["b"]).to_numpy(), n_boot, seed),
+            "mean_a": float(both["a"].mean()), "mean_b": float(both["b"].mean())}
+
+
+def _paired_stats(diff: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
     lo, hi = bootstrap_interval(diff, n_boot, seed)
     wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
     return {"images": len(diff), "mean_difference": float(diff.mean()), "ci_low": lo,
             "ci_high": hi, "share_a_higher": wins / len(diff),
             "sign_test_p": sign_test(wins, losses)}
+
+
+# f_h(X) strata: the top class's probability on the clean image, which decides how much is
+# left to gain (1 - f_h(X) is Eq. 8's denominator).
+CONFIDENCE_BINS = (0.0, 0.3, 0.6, 0.9, 1.0)
+
+
+def by_confidence(df: pd.DataFrame, bins: Sequence[float] = CONFIDENCE_BINS) -> pd.DataFrame:
+    """Tables 1 and 2 per stratum of the model's confidence f_h(X) before any blur.
+
+    One row per (stratum, mode): the stratum's ``images`` and their ``share`` of all images of
+    that mode, ``phi`` (Eq. 8, %) and ``ratio_pct`` (Table 2, in percent), means over the
+    stratum's images (trials averaged first). Strata are ``[lo, hi)``, the last ``[lo, hi]``.
+    """
+    rows = []
+    for mode in (m for m in MODE_ORDER if m in set(df["mode"])):
+        part = df[df["mode"] == mode].groupby("image_index")[
+            ["prob_before", "relative_improvement", "ratio"]].mean()
+        cut = pd.cut(part["prob_before"], list(bins), right=False, include_lowest=True)
+        cut = cut.cat.rename_categories(
+            [f"{lo:g}-{hi:g}" for lo, hi in zip(bins[:-1], bins[1:], strict=True)])
+        cut[part["prob_before"] >= bins[-1]] = cut.cat.categories[-1]  # f_h(X) = 1 closes it
+        for stratum, group in part.groupby(cut, observed=False):
+            rows.append({"f_h(X)": stratum, "mode": MODE_LABELS[mode], "images": len(group),
+                         "share": len(group) / len(part),
+                         "phi": float(group["relative_improvement"].mean()),
+                         "ratio_pct": 100 * float(group["ratio"].mean())})
+    return pd.DataFrame(rows)
+
+
+def ratio_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 read two ways, per mode: the mean ratio over all masks (``ratio_pct``, in
+    percent), the share of masks with no pixel past the threshold (``empty_share``: an empty
+    mask is "below 4 %" trivially), and the mean and median ratio of the other masks
+    (``nonempty_ratio_pct``, ``nonempty_median_pct``)."""
+    rows = []
+    for mode in (m for m in MODE_ORDER if m in set(df["mode"])):
+        ratio = df.loc[df["mode"] == mode, "ratio"]
+        found = ratio[ratio > 0]
+        rows.append({"mode": MODE_LABELS[mode], "masks": len(ratio),
+                     "ratio_pct": 100 * float(ratio.mean()),
+                     "empty_share": float((ratio == 0).mean()),
+                     "nonempty_ratio_pct": 100 * float(found.mean()),
+                     "nonempty_median_pct": 100 * float(found.median())})
+    return pd.DataFrame(rows)
 
 
 def sign_test(wins: int, losses: int) -> float:
