@@ -177,3 +177,10 @@ def test_show_source_is_the_librarys_own_code():
     assert text.startswith("```python\ndef ftc_penalty(") and text.endswith("\n```")
     assert inspect.getsource(ftc_penalty).rstrip() in text
     assert inspect.getsource(fntc_penalty).rstrip() in text
+
+
+def test_styled_shows_shares_in_percent():
+    df = pd.DataFrame({"mode": ["ftc"], "ratio": [0.0123], "pearson": [0.5]})
+    html = styled(df, percent=["ratio", "absent"]).to_html()
+    assert "ratio %" in html and "1.230" in html and "0.012" not in html
+    assert list(df.columns) == ["mode", "ratio", "pearson"]  # the caller's frame is untouched

@@ -8,7 +8,9 @@ way papermill passes them, and draw its figures.
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,80 @@ def test_chapters_hide_their_code_and_caption_their_figures():
                 assert len(fig.get("caption", "")) > 20, f"{name} cell {i}: no caption"
                 names.append(fig["name"])
     assert len(names) == len(set(names)), "a figure name occurs twice (a duplicate label)"
+
+
+# Every "Try this" suggestion of these chapters runs (issue 27): each bullet's `name = value`
+# assignments, read from the chapter's own "## Try this" section, on top of its tiny parameters.
+# At 100+ iterations a reader's changed parameters would note a failed claim, not raise it
+# (Claims(strict=False), upx_core.chapter.changed_parameters).
+TRY_THIS_CHAPTERS = ("01_perturbation", "02_objective", "03_ftc_fntc")
+
+
+def _try_this(name: str) -> list[dict]:
+    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+    text = next(("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"
+                 and "".join(c["source"]).lstrip().startswith("## Try this")), "")
+    suggestions = []
+    for bullet in re.split(r"\n- ", text)[1:]:
+        found = re.findall(r"`(\w+) = ([^`]+)`", bullet)
+        if found:
+            suggestions.append({key: ast.literal_eval(value) for key, value in found})
+    return suggestions
+
+
+TRY_THIS = [(name, i, suggestion) for name in TRY_THIS_CHAPTERS
+            for i, suggestion in enumerate(_try_this(name))]
+
+
+def test_try_this_suggestions_are_found():
+    assert {name for name, _, _ in TRY_THIS} == {"02_objective", "03_ftc_fntc"}  # ch. 1 has none
+    assert {"image_names": ["schooner"], "modes": ["baseline", "ftc"],
+            "seeds": [0, 1, 2, 3, 4]} in [s for _, _, s in TRY_THIS]
+
+
+@pytest.mark.parametrize(("name", "i", "suggestion"), TRY_THIS,
+                         ids=[f"{n}-{i}" for n, i, _ in TRY_THIS])
+def test_try_this_runs(name, i, suggestion, tmp_path):
+    declared = _parameters(NOTEBOOKS / f"{name}.ipynb")
+    for key in suggestion:
+        assert f"{key} =" in declared, f"{name}'s Try this sets {key!r}, not a parameter"
+    out = tmp_path / f"{name}.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters={**TINY[name], **suggestion},
+        cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False, log_output=False,
+    )
+    executed = json.loads(out.read_text())
+    assert not [o for c in executed["cells"] for o in c.get("outputs", [])
+                if o.get("output_type") == "error"]
+
+
+def _literals(source: str) -> dict:
+    """The names a cell assigns to literals (a parameters cell), or its BOOK_RUN dict."""
+    found = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Name):
+            try:
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return found
+
+
+def test_book_run_copies_the_parameters_cell():
+    """A chapter whose claims are strict only in the book's own run keeps a copy of its
+    parameters (BOOK_RUN); the copy is the parameters cell, every parameter that changes what
+    the chapter computes (not where or how fast: device, threads, out_dir)."""
+    checked = []
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+        setup = [src for src in code if "BOOK_RUN = " in src]
+        if not setup:
+            continue
+        params = _literals(_parameters(path))
+        book = _literals(re.sub(r"^[%!].*$", "", setup[0], flags=re.M))["BOOK_RUN"]
+        assert book == {k: v for k, v in params.items()
+                        if k not in ("device", "threads", "out_dir")}, path.name
+        checked.append(path.stem)
+    assert {"02_objective", "03_ftc_fntc"} <= set(checked)

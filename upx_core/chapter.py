@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -86,9 +86,15 @@ def _number_or_text(text: str):
 
 
 def styled(df: pd.DataFrame, precision: int = 3, caption: str | None = None,
-           index: bool = False):
+           index: bool = False, percent: Sequence[str] = ()):
     """A DataFrame as a padded HTML table for the book: numbers rounded to ``precision``,
-    missing values as a dash, the index hidden unless ``index``, an optional caption."""
+    missing values as a dash, the index hidden unless ``index``, an optional caption.
+    ``percent`` names shares (0-1) shown in percent, as ``"ratio %"``: the book states the
+    ratio in one unit everywhere."""
+    shown = [c for c in percent if c in df.columns]
+    if shown:
+        df = df.assign(**{c: 100 * df[c] for c in shown}).rename(
+            columns={c: f"{c} %" for c in shown})
     sty = df.style.format(precision=precision, na_rep="\u2014").set_table_styles(
         [{"selector": "th, td", "props": "padding: 0.2em 0.5em; text-align: right;"}])
     if not index:
