@@ -63,9 +63,91 @@ def test_numpy_inputs_tuples_numpy_targets_and_captum_options(model, crops, refe
         explainer.attribute((crops[:1], crops[:1]), target=AFRICAN_ELEPHANT)
 
 
-def test_a_plain_function_as_the_model_is_a_clear_error(model):
-    with pytest.raises(TypeError, match="torch.nn.Module"):
-        UndesirablePixels(lambda x: model(x))
+def test_a_plain_function_as_the_model_works_like_the_module(model, crops, reference):
+    # Captum's forward_func is often a function around the network: the optimizer follows its
+    # gradient as it follows the module's (no batch-norm folding, so float rounding differs)
+    attr = UndesirablePixels(lambda x: model(x)).attribute(
+        crops[:1], target=AFRICAN_ELEPHANT, config=CONFIG, device="cpu")
+    torch.testing.assert_close(attr, reference, atol=2e-3, rtol=0)
+    # one that answers in NumPy has no gradient: pointed to the query-only optimizer
+    with pytest.raises(ValueError, match="upx_core.optimize_masks_blackbox"):
+        UndesirablePixels(lambda x: model(x).detach().numpy()).attribute(
+            crops[:1], target=AFRICAN_ELEPHANT, config=CONFIG, device="cpu")
+    with pytest.raises(TypeError, match="torch.nn.Module or a function"):
+        UndesirablePixels("efficientnet_lite0")
+
+
+class _WithTemperature(torch.nn.Module):
+    """The real network with a second forward argument, as Captum's additional_forward_args
+    feeds it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, temperature):
+        return self.model(x) / temperature
+
+
+def test_additional_forward_args_reach_every_call(model, crops, reference):
+    explainer = UndesirablePixels(_WithTemperature(model))
+    attr = explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, config=CONFIG,
+                               device="cpu", additional_forward_args=(1.0,))
+    torch.testing.assert_close(attr, reference, atol=1e-6, rtol=0)
+    hot = explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, config=CONFIG,
+                              device="cpu", additional_forward_args=4.0)
+    assert not torch.allclose(hot, reference, atol=1e-3)  # the argument changed the model
+    with pytest.raises(TypeError, match="blur"):
+        explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, baselines=0.0)
+
+
+def test_a_model_with_a_softmax_is_refused_as_logits_and_read_with_outputs_probs(model,
+                                                                                  crops):
+    softmaxed = torch.nn.Sequential(model, torch.nn.Softmax(dim=1))
+    with pytest.raises(ValueError, match="outputs are probabilities .* outputs='probs'"):
+        UndesirablePixels(softmaxed).attribute(crops[:1], target=AFRICAN_ELEPHANT,
+                                               config=CONFIG, device="cpu")
+    config = OptimConfig(iterations=3)  # log_prob: log p is the same read from either output
+    explainer = UndesirablePixels(softmaxed, outputs="probs")
+    attr = explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, mode="baseline",
+                               config=config, device="cpu")
+    ref = UndesirablePixels(model)
+    expected = ref.attribute(crops[:1], target=AFRICAN_ELEPHANT, mode="baseline",
+                             config=config, device="cpu")
+    torch.testing.assert_close(attr, expected, atol=2e-3, rtol=0)
+    with torch.no_grad():
+        p = softmaxed(crops[:1])
+    torch.testing.assert_close(explainer.last_result.probs_before, p, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="not probabilities"):
+        UndesirablePixels(model, outputs="probs").attribute(
+            crops[:1], target=AFRICAN_ELEPHANT, config=CONFIG, device="cpu")
+
+
+class _Pair(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x), x.mean()
+
+
+def test_what_torch_would_raise_is_a_one_line_message(model, crops):
+    import copy
+
+    cases = [
+        (model, crops[:1].permute(0, 2, 3, 1).numpy(), r"look channel-last \[N, H, W, C\]"),
+        (model, crops[0].permute(1, 2, 0).numpy(), r"x\.transpose\(2, 0, 1\)"),
+        (_Pair(model), crops[:1], "returns a tuple, not one tensor"),
+        (copy.deepcopy(model).double(), crops[:1], "weights are float64; .* model.float()"),
+        (torch.nn.Sequential(torch.nn.Conv2d(1, 3, 1), model), crops[:1],
+         "first layer takes 1-channel images"),
+    ]
+    for net, x, match in cases:
+        with pytest.raises(ValueError, match=match) as err:
+            UndesirablePixels(net).attribute(x, target=AFRICAN_ELEPHANT, config=CONFIG,
+                                             device="cpu")
+        assert "\n" not in str(err.value)
 
 
 def test_class_names_must_be_the_classifiers_own():

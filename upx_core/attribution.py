@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .config import EXPLAIN_OBJECTIVE, MaskSetting, OptimConfig
-from .models import Classifier
+from .models import MODEL_OUTPUTS, Classifier
 from .optimizer import optimize_masks
 from .result import UPXResult
 
@@ -30,25 +30,37 @@ class UndesirablePixels:
     ``visualize_image_attr`` and evaluation tools such as Quantus take it directly. The full
     :class:`UPXResult` of the last call stays in ``self.last_result``.
 
-    forward_func: a ``torch.nn.Module`` (the optimizer follows its gradients). A
-        :class:`Classifier` takes images in [0, 1]. A bare network that takes normalized
-        tensors works as Captum users call it: pass the normalization as ``mean`` and ``std``
-        and give ``attribute`` normalized inputs; the masks are optimized on the images in
-        [0, 1] that they stand for (blur and mask mix pixels linearly, so an affine
-        per-channel normalization commutes with Eq. 1).
+    forward_func: a ``torch.nn.Module``, or any callable that maps a batch of images to
+        scores through torch operations (Captum's ``forward_func``: the optimizer follows its
+        gradients; a callable's weights are not frozen, so they may collect ``.grad``). A model
+        that can only be queried (NumPy in, NumPy out, no gradient) needs the query-only
+        optimizer, :func:`upx_core.optimize_masks_blackbox`. A :class:`Classifier` takes
+        images in [0, 1]. A bare network that takes normalized tensors works as Captum users
+        call it: pass the normalization as ``mean`` and ``std`` and give ``attribute``
+        normalized inputs; the masks are optimized on the images in [0, 1] that they stand
+        for (blur and mask mix pixels linearly, so an affine per-channel normalization
+        commutes with Eq. 1).
+    outputs: ``"logits"`` (default) or ``"probs"`` for a network with a softmax at its end
+        (read through ``log p``; a network whose outputs are probabilities but declared as
+        logits is refused, see :func:`upx_core.models.check_network`).
     """
 
-    def __init__(self, forward_func: nn.Module, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> None:
+    def __init__(self, forward_func: nn.Module | Callable, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, outputs: str = "logits") -> None:
         if not isinstance(forward_func, nn.Module):
-            raise TypeError(
-                "forward_func must be a torch.nn.Module: the mask optimizer follows its "
-                f"gradients (got {type(forward_func).__name__}); a model that can only be "
-                "queried is not supported yet")
+            if not callable(forward_func):
+                raise TypeError(
+                    "forward_func must be a torch.nn.Module or a function of the images (got "
+                    f"{type(forward_func).__name__})")
+            forward_func = _Function(forward_func)
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std (the normalization the network expects), "
                              "or neither")
+        if outputs not in MODEL_OUTPUTS:
+            raise ValueError(f"outputs must be one of {', '.join(MODEL_OUTPUTS)}, got "
+                             f"{outputs!r}")
         self.forward_func = forward_func
+        self.outputs = outputs
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32)
         self._model = forward_func if mean is None else Classifier(
@@ -64,6 +76,7 @@ class UndesirablePixels:
         config: OptimConfig | None = None,
         device: str = "auto",
         progress: bool = False,
+        additional_forward_args: object = None,
         **options,
     ) -> torch.Tensor | np.ndarray | tuple:
         """Optimize one mask per input and return ``1 - M'`` shaped like ``inputs``.
@@ -76,17 +89,25 @@ class UndesirablePixels:
         (:data:`upx_core.config.EXPLAIN_OBJECTIVE`): on the sample images it finds a mask for
         about twice as many targets as the paper's probability (chapter 7); pass
         ``objective="prob"`` for the paper's literal objective.
+        ``additional_forward_args`` (Captum's): passed after the images to every call of the
+        model, unchanged (the optimizer batches masks in its own way, so they must not be
+        per-example tensors). Captum's ``baselines`` has no counterpart yet: the masked pixels
+        always move toward the image's blur (Eq. 1).
         """
         if isinstance(inputs, tuple):
             if len(inputs) != 1:
                 raise ValueError(f"inputs: one image tensor (or a tuple of one), got a tuple "
                                  f"of {len(inputs)}")
             return (self.attribute(inputs[0], target, mode, seed, config, device, progress,
-                                   **options),)
+                                   additional_forward_args, **options),)
+        if "baselines" in options:
+            raise TypeError("baselines: undesirable pixels move toward the image's blur (Eq. 1);"
+                            " another reference image is not supported yet")
         as_numpy = isinstance(inputs, np.ndarray)
         x = torch.from_numpy(inputs) if as_numpy else inputs
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"inputs must be a tensor or a NumPy array, got {type(x).__name__}")
+        _check_channels_first(x)
         unknown = sorted(set(options) - _SETTING_FIELDS - _CONFIG_FIELDS)
         if unknown:
             raise TypeError(f"attribute() got unexpected option(s) {', '.join(unknown)}")
@@ -99,10 +120,13 @@ class UndesirablePixels:
         single = x.dim() == 3
         batch = (x.unsqueeze(0) if single else x).detach()
         images = self._images(batch)
+        model = self._model
+        if additional_forward_args is not None:
+            model = _WithArgs(model, additional_forward_args)
         result = optimize_masks(
-            self._model, images, targets=target,
+            model, images, targets=target,
             settings=[MaskSetting(mode=mode, seed=seed, **setting)], config=config,
-            device=device, keep_images=False, progress=progress,
+            device=device, keep_images=False, progress=progress, outputs=self.outputs,
         )
         self.last_result = result
         # a real tensor, not an expand view: three channels that share memory break in-place
@@ -124,6 +148,46 @@ class UndesirablePixels:
         shape = (1, -1, 1, 1)
         return (batch.float() * self.std.view(shape).to(batch.device)
                 + self.mean.view(shape).to(batch.device)).clamp(0, 1)
+
+
+def _check_channels_first(x: torch.Tensor) -> None:
+    """A channel-last image (HWC, NumPy's and PIL's order) gets a message saying how to turn
+    it, rather than the optimizer's shape error."""
+    if x.dim() in (3, 4) and x.shape[-1] in (1, 3, 4) and x.shape[-3] not in (1, 3):
+        order = "[N, H, W, C]" if x.dim() == 4 else "[H, W, C]"
+        turn = "x.transpose(0, 3, 1, 2)" if x.dim() == 4 else "x.transpose(2, 0, 1)"
+        raise ValueError(f"inputs of shape {tuple(x.shape)} look channel-last {order}; upx "
+                         f"takes channel-first [N, 3, H, W] images: pass {turn} (NumPy) or "
+                         f"{turn.replace('transpose', 'permute')} (torch)")
+
+
+class _Function(nn.Module):
+    """A plain function of the images (Captum's ``forward_func``) as a module."""
+
+    def __init__(self, fn: Callable) -> None:
+        super().__init__()
+        self.fn = fn
+        self.categories = getattr(fn, "categories", None)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fn(images)
+
+
+class _WithArgs(nn.Module):
+    """``model(images, *args)``: Captum's ``additional_forward_args`` on every call."""
+
+    def __init__(self, model: nn.Module, args: object) -> None:
+        super().__init__()
+        args = args if isinstance(args, tuple) else (args,)
+        if any(isinstance(a, torch.Tensor) and a.dim() > 0 for a in args):
+            raise ValueError("additional_forward_args: per-example tensors are not supported "
+                             "(the optimizer batches masks in its own way); pass Python values "
+                             "or 0-d tensors, or close over them in a module")
+        self.model, self.args = model, args
+        self.categories = getattr(model, "categories", None)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images, *self.args)
 
 
 def quantus_explain_func(

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +31,15 @@ __all__ = [
     "load_model",
     "imagenet_categories",
     "class_index",
+    "MODEL_OUTPUTS",
+    "looks_like_probabilities",
+    "check_network",
+    "ProbsAsLogits",
 ]
+
+# What a network returns: logits (any real scores, softmax gives the probabilities), or
+# probabilities (a softmax at its end).
+MODEL_OUTPUTS = ("logits", "probs")
 
 
 
@@ -66,6 +75,86 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net((images - self.mean) / self.std)
+
+
+def looks_like_probabilities(scores: torch.Tensor, tol: float = 1e-3) -> bool:
+    """Whether ``[N, C]`` scores are probabilities: non-negative, each row summing to 1.
+
+    Logits of C >= 2 classes all non-negative and summing to 1 on every row do not occur in
+    practice; a softmax at a network's end gives exactly that.
+    """
+    s = scores.detach().double()
+    return bool(s.numel() and (s >= 0).all() and ((s.sum(dim=-1) - 1).abs() <= tol).all())
+
+
+class ProbsAsLogits(nn.Module):
+    """A network that returns probabilities, read as logits: ``log p``.
+
+    ``softmax(log p) = p`` when the rows of ``p`` sum to 1, so the optimizer's probabilities
+    are the network's own; F-TC and F-NTC (Eq. 4, 6) then compare log-probabilities, which
+    differ from the unknown logits by one shift per image. Zeros are floored at the smallest
+    float32 (log 0 would be -inf). ``categories`` and the sizes of ``net`` stay visible.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        for attr in ("categories", "input_size", "resize_size", "name"):
+            if hasattr(net, attr):
+                setattr(self, attr, getattr(net, attr))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        p = self.net(images)
+        return p.float().clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+def _first_conv(net: nn.Module) -> nn.Module | None:
+    return next((m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+
+
+def check_network(model: nn.Module, probe: torch.Tensor, outputs: str = "logits") -> None:
+    """One-line ValueErrors for a network the optimizer cannot use, found on ``probe`` (a few
+    ``[N, 3, H, W]`` images in [0, 1], on the model's device) before any optimization.
+
+    Refused: float64 (or other non-float32) weights, a first layer that takes other than 3
+    channels, outputs other than one ``[N, C]`` tensor (a tuple, a dict, a Hugging Face
+    output), and with ``outputs="logits"`` outputs that are probabilities (non-negative rows
+    summing to 1: pass ``outputs="probs"``).
+    """
+    if outputs not in MODEL_OUTPUTS:
+        raise ValueError(f"outputs must be one of {', '.join(MODEL_OUTPUTS)}, got {outputs!r}")
+    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
+                     if p.is_floating_point()} - {"float32"})
+    if dtypes:
+        raise ValueError(f"the model's weights are {', '.join(dtypes)}; upx runs it on float32 "
+                         "images: convert it with model.float() (mixed precision: amp='bf16')")
+    first = _first_conv(model)
+    if isinstance(first, nn.Conv2d) and first.in_channels != 3:
+        raise ValueError(f"the model's first layer takes {first.in_channels}-channel images; "
+                         "upx explains RGB images (3 channels): give a model that takes them, "
+                         "e.g. one that averages the channels first")
+    with torch.no_grad():
+        out = model(probe)
+    if isinstance(out, np.ndarray):
+        raise ValueError("the model returns a NumPy array: the mask optimizer follows "
+                         "gradients through torch; a model that can only be queried needs the "
+                         "query-only optimizer, upx_core.optimize_masks_blackbox")
+    if not isinstance(out, torch.Tensor):
+        kind = type(out).__name__
+        raise ValueError(f"the model returns a {kind}, not one tensor of scores; wrap it so "
+                         "that forward returns the [N, C] logits (e.g. model(x)[0], or "
+                         "model(x).logits for a Hugging Face model)")
+    if out.dim() != 2 or out.shape[0] != probe.shape[0]:
+        raise ValueError(f"the model must return [N, C] scores; for {probe.shape[0]} images it "
+                         f"returned shape {tuple(out.shape)}")
+    if outputs == "probs" and not looks_like_probabilities(out):
+        raise ValueError("outputs='probs', but the model's outputs are not probabilities "
+                         "(some are negative or a row does not sum to 1): pass "
+                         "outputs='logits'")
+    if outputs == "logits" and looks_like_probabilities(out):
+        raise ValueError("the model's outputs are probabilities (non-negative, each row sums "
+                         "to 1), not logits: pass outputs='probs' (upx explain --outputs "
+                         "probs), or give the network without its final softmax")
 
 
 def imagenet_categories() -> list[str]:

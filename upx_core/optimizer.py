@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .config import MODES, SEED_LIMIT, MaskSetting, OptimConfig
 from .equations import blur_for, loss_terms, perturb, upsample_mask
 from .fold import fold_batchnorm
+from .models import ProbsAsLogits, check_network
 from .result import TERMS, UPXResult
 from .runtime import (
     channels_last_weights,
@@ -129,6 +130,7 @@ def optimize_masks(
     batch_size: int | None = None,
     keep_images: bool = True,
     progress: bool = True,
+    outputs: str = "logits",
 ) -> UPXResult:
     """Optimize one mask per (image, setting) pair, all pairs in one batch per iteration.
 
@@ -142,6 +144,11 @@ def optimize_masks(
     batch_size: at most this many masks per forward pass (memory); ``None``: all at once on
         the CPU, :func:`suggest_batch_size` on CUDA.
     keep_images: keep the perturbed images in the result (B x K x 3 x H x W floats).
+    outputs: what ``model`` returns, ``"logits"`` or ``"probs"`` (a softmax at its end, read
+        as logits through ``log p``: :class:`~upx_core.models.ProbsAsLogits`). The model is
+        checked on the first images before any work (:func:`~upx_core.models.check_network`):
+        float64 weights, another channel count, a tuple output, or probabilities declared as
+        logits are one-line ValueErrors.
     Returns an :class:`UPXResult` with masks, probabilities, top-5s and per-iteration terms.
     """
     config = config or OptimConfig()
@@ -183,6 +190,10 @@ def optimize_masks(
     dev = resolve_device(device)
     check_amp(config, dev)
     with frozen(model):
+        check_network(model, images[:2].detach().to(
+            next(model.parameters(), images).device, torch.float32), outputs)
+        if outputs == "probs":
+            model = ProbsAsLogits(model)
         # The folded copy (if any) is checked against the model on the first images, in eval
         # mode, before any of them is optimized.
         net = model
