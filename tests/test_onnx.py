@@ -162,3 +162,17 @@ def test_an_exported_file_respects_the_umask(toy, tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_file_returning_probabilities_is_not_read_as_logits(toy, tmp_path, images):
+    path = tmp_path / "softmax.onnx"
+    net = torch.nn.Sequential(toy.net, torch.nn.Softmax(dim=1)).eval()
+    torch.onnx.export(net, (images[:1],), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    declared = onnx_predictor(path, mean=MEAN, std=STD, outputs="logits")
+    with pytest.raises(ValueError, match=r"returns probabilities .* outputs='probs'"):
+        declared(images)
+    predict = onnx_predictor(path, mean=MEAN, std=STD, outputs="probs")
+    with torch.no_grad():
+        np.testing.assert_allclose(predict(images), torch.softmax(toy(images), 1).numpy(),
+                                   rtol=1e-5, atol=1e-6)

@@ -23,7 +23,7 @@ import torch
 
 from .blackbox import OUTPUTS, Predict
 from .io import new_file_mode
-from .models import Classifier, imagenet_categories
+from .models import Classifier, imagenet_categories, looks_like_probabilities
 
 __all__ = ["export_onnx", "onnx_predictor"]
 
@@ -182,7 +182,13 @@ def onnx_predictor(
         x = ((x - m) / s).astype(np.float32)
         step = fixed_batch or batch_size or max(len(x), 1)
         parts = [run(x[i:i + step]) for i in range(0, len(x), step) or [0]]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if outputs == "logits" and looks_like_probabilities(torch.from_numpy(out)):
+            # read as logits, probabilities would be softmaxed twice: wrong, without a warning
+            raise ValueError(f"{path} returns probabilities (non-negative, each row sums to 1) "
+                             "but is read as logits: give outputs='probs' (upx explain "
+                             "--outputs probs)")
+        return out
 
     n_out = session.get_outputs()[0].shape[-1]
     predict.outputs = outputs
