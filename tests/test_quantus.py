@@ -87,3 +87,41 @@ def test_numpy_2_lacks_the_trapz_quantus_auc_metrics_call_and_the_alias_works(mo
         quantus.helpers.utils.calculate_auc(np.array([1.0, 0.5]))
     monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
     assert quantus.helpers.utils.calculate_auc(np.array([1.0, 0.5])) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("MaxSensitivity", {"lower_bound": 0.2}),      # uniform noise in +-0.2 (Quantus's default)
+    ("AvgSensitivity", {"lower_bound": 0.2}),
+    ("LocalLipschitzEstimate", {"perturb_std": 0.1}),  # Gaussian noise, std 0.1 (its default)
+])
+def test_robustness_metrics_run_on_noisy_inputs(model, batch, name, kwargs):
+    # their noise takes the inputs out of [0, 1]; the explain func clamps them back (TOLERANCE)
+    x, y = batch
+    metric = getattr(quantus, name)(nr_samples=2, return_aggregate=False, disable_warnings=True,
+                                    **kwargs)
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        scores = np.array(metric(model=model, x_batch=x, y_batch=y,
+                                 explain_func=quantus_explain_func, explain_func_kwargs=KWARGS,
+                                 channel_first=True, softmax=True, device="cpu"))
+    finally:
+        np.random.set_state(state)
+    assert scores.shape == (2,) and np.isfinite(scores).all() and (scores >= 0).all()
+
+
+def test_slightly_out_of_range_inputs_are_explained_as_the_clamped_image(model, batch):
+    x, y = batch
+    noisy = x + np.where(np.arange(x.size).reshape(x.shape) % 2, 0.3, -0.3).astype(np.float32)
+    assert noisy.min() < 0 and noisy.max() > 1
+    np.testing.assert_array_equal(
+        quantus_explain_func(model=model, inputs=noisy, targets=y, **KWARGS),
+        quantus_explain_func(model=model, inputs=noisy.clip(0, 1), targets=y, **KWARGS))
+    # far outside: refused, and the model holds its normalization, so the message does not
+    # ask for one the user passed; it names the range
+    with pytest.raises(ValueError, match=r"inputs range over \[-0\.9.*more than 0.5 outside"):
+        quantus_explain_func(model=model, inputs=2 * x - 1, targets=y, **KWARGS)
+    mean, std = model.mean.flatten().tolist(), model.std.flatten().tolist()
+    with pytest.raises(ValueError, match="once the mean and std given are undone"):
+        quantus_explain_func(model=model.net, inputs=(x - 0.5) / 0.5 * 4, targets=y, mean=mean,
+                             std=std, **KWARGS)

@@ -18,6 +18,11 @@ from .result import UPXResult
 __all__ = ["UndesirablePixels", "quantus_explain_func"]
 
 _SETTING_FIELDS = {"lambda1", "lambda2", "beta", "gamma"}
+# Inputs this far outside [0, 1] (after undoing a given normalization) are clamped into it, not
+# refused: Quantus's robustness metrics add noise to images in [0, 1] (MaxSensitivity and
+# AvgSensitivity uniform in +-0.2, LocalLipschitzEstimate Gaussian with std 0.1, by default), and
+# the attribution of such an input is that of the nearest image, the clamped one.
+TOLERANCE = 0.5
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(OptimConfig)}
 
 
@@ -93,6 +98,9 @@ class UndesirablePixels:
         model, unchanged (the optimizer batches masks in its own way, so they must not be
         per-example tensors). Captum's ``baselines`` has no counterpart yet: the masked pixels
         always move toward the image's blur (Eq. 1).
+        Inputs at most :data:`TOLERANCE` (0.5) outside [0, 1] (once a given ``mean``/``std`` is
+        undone), such as the noisy copies Quantus's robustness metrics pass, are clamped into
+        [0, 1] and explained as the clamped image; further ones are refused.
         """
         if isinstance(inputs, tuple):
             if len(inputs) != 1:
@@ -137,17 +145,27 @@ class UndesirablePixels:
         return attr.cpu().numpy() if as_numpy else attr
 
     def _images(self, batch: torch.Tensor) -> torch.Tensor:
-        """The images in [0, 1] that ``batch`` stands for."""
-        if self.mean is None:
-            if batch.is_floating_point() and batch.numel() and (
-                    float(batch.min()) < 0 or float(batch.max()) > 1):
-                raise ValueError(
-                    "inputs are outside [0, 1]: for normalized inputs, pass the network's "
-                    "normalization as UndesirablePixels(net, mean=..., std=...)")
+        """The images in [0, 1] that ``batch`` stands for: values up to :data:`TOLERANCE`
+        outside [0, 1] are clamped into it, further ones refused."""
+        if self.mean is not None:
+            shape = (1, -1, 1, 1)
+            batch = (batch.float() * self.std.view(shape).to(batch.device)
+                     + self.mean.view(shape).to(batch.device))
+        if not (batch.is_floating_point() and batch.numel()):
             return batch
-        shape = (1, -1, 1, 1)
-        return (batch.float() * self.std.view(shape).to(batch.device)
-                + self.mean.view(shape).to(batch.device)).clamp(0, 1)
+        lo, hi = float(batch.min()), float(batch.max())
+        if lo >= 0 and hi <= 1:
+            return batch
+        if lo >= -TOLERANCE and hi <= 1 + TOLERANCE:
+            return batch.clamp(0, 1)  # noise a robustness metric added: the nearest image
+        if self.mean is not None:
+            raise ValueError(
+                f"inputs range over [{lo:.3g}, {hi:.3g}] once the mean and std given are undone,"
+                f" more than {TOLERANCE} outside [0, 1]: are they the network's normalization?")
+        raise ValueError(
+            f"inputs range over [{lo:.3g}, {hi:.3g}], more than {TOLERANCE} outside [0, 1]: this "
+            "model takes images in [0, 1]; for normalized inputs to a bare network, pass its "
+            "normalization as UndesirablePixels(net, mean=..., std=...)")
 
 
 def _check_channels_first(x: torch.Tensor) -> None:
