@@ -292,3 +292,11 @@ def test_ratio_summary_separates_the_empty_masks():
     assert t.loc["F-TC", "nonempty_ratio_pct"] == pytest.approx(3.0)
     assert t.loc["F-TC", "nonempty_median_pct"] == pytest.approx(3.0)
     assert t.loc["F-NTC", "empty_share"] == 1.0
+
+
+def test_run_label_says_model_objective_and_images_in_words():
+    from upx_core.tables import run_label
+
+    df = _run({1: (0.5, 1, 0.0), 2: (0.5, 1, 0.0)}).assign(model="efficientnet_lite1",
+                                                           objective="log_prob")
+    assert run_label(df) == "Lite1, log-probability, 2 images"

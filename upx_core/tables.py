@@ -32,6 +32,7 @@ __all__ = [
     "by_confidence",
     "ratio_summary",
     "sign_test",
+    "run_label",
 ]
 
 # The paper's two modes first, then the baselines this reproduction adds.
@@ -311,3 +312,15 @@ def sign_test(wins: int, losses: int) -> float:
     k = min(wins, losses)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return min(1.0, 2 * tail)
+
+
+_OBJECTIVE_WORDS = {"prob": "probability", "log_prob": "log-probability", "logit": "logit"}
+
+
+def run_label(df: pd.DataFrame) -> str:
+    """A stored run in words for a table or legend: ``"Lite0, probability, 200 images"``."""
+    models = sorted(set(df["model"].astype(str)))
+    objectives = sorted(set(df["objective"].astype(str)))
+    model = "/".join(m.replace("efficientnet_lite", "Lite") for m in models)
+    objective = "/".join(_OBJECTIVE_WORDS.get(o, o) for o in objectives)
+    return f"{model}, {objective}, {df['image_index'].nunique()} images"
