@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from upx_core.tables import bootstrap_interval, interval_table
+from upx_core.tables import bootstrap_interval, interval_table, paired_runs
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 SWEEP = RESULTS / "interpretation-sweep-readings-cpu-2026-11-29_per_image.csv"
@@ -139,36 +139,71 @@ PAPER_PHI = (44.898, 48.741)  # Table 1, F-TC: VGG-19 and ResNet-18
 
 @pytest.fixture(scope="module")
 def lite0_runs() -> dict[str, pd.DataFrame]:
+    # the two runs on the same 200 images (the log-probability one still extending)
     return {"prob": pd.read_csv(EVALUATION / "cpu_200img_prob.csv"),
-            "log_prob": pd.read_csv(EVALUATION / "cpu_48img_log_prob.csv")}
+            "log_prob": pd.read_csv(EVALUATION / "cpu_200img_log_prob.csv")}
+
+
+@pytest.fixture(scope="module")
+def lite0_48_log_prob() -> pd.DataFrame:
+    return pd.read_csv(EVALUATION / "cpu_48img_log_prob.csv")
+
+
+def _ftc(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["mode"] == "ftc"]
 
 
 def test_intro_phi_and_ratio(lite0_runs):
-    # "on average by 35 % of what was left to gain (probability objective, 200 images) to 47 %
-    # (log-probability, 48 images) ... while blurring less than 1 % of the image"
-    for objective, (images, phi) in {"prob": (200, 35), "log_prob": (48, 47)}.items():
-        df = lite0_runs[objective]
-        ftc = df[df["mode"] == "ftc"]
-        assert df["image_index"].nunique() == images and (df["objective"] == objective).all()
-        assert round(ftc["relative_improvement"].mean()) == phi
-        assert ftc["ratio"].mean() < 0.01
+    # "F-TC wins 35 % of what was left to gain over 200 sample images under the paper's
+    # probability objective, and a few points more under the log-probability on the same
+    # images, while blurring less than 1 % of the image past the paper's threshold"
+    prob, log = lite0_runs["prob"], lite0_runs["log_prob"]
+    assert prob["image_index"].nunique() == 200 and (prob["objective"] == "prob").all()
+    assert (log["objective"] == "log_prob").all()
+    assert set(log["image_index"]) <= set(prob["image_index"])
+    assert round(_ftc(prob)["relative_improvement"].mean()) == 35
+    more = paired_runs(log, prob, "ftc")
+    assert 0 < more["ci_low"] and more["ci_high"] < 6  # chapter 7's 'a few points'
+    for df in (prob, log):
+        assert _ftc(df)["ratio"].mean() < 0.01
 
 
 def test_intro_verdict_on_table_1(lite0_runs):
-    # "F-TC under the log-probability (the paper's values lie inside its 95 % interval), lower
-    # under the probability (its interval lies below them)"
+    # "That is below Table 1's 45-49 ... on the images it gives less than 0.9 F-TC's phi is
+    # above 45"; the scorecard: "not reproduced on these images ... within reach on the images
+    # the model is unsure of"
     table = interval_table(lite0_runs, "phi").set_index(["source", "mode"])
-    prob = table.loc[("efficientnet_lite0 (prob)", "F-TC")]
-    log = table.loc[("efficientnet_lite0 (log_prob)", "F-TC")]
-    assert prob["ci_high"] < min(PAPER_PHI)
-    assert log["ci_low"] < min(PAPER_PHI) and log["ci_high"] > max(PAPER_PHI)
+    for objective in ("prob", "log_prob"):
+        assert table.loc[(f"efficientnet_lite0 ({objective})", "F-TC"), "ci_high"] < min(PAPER_PHI)
+    unsure = _ftc(lite0_runs["prob"])
+    assert unsure.loc[unsure["prob_before"] < 0.9, "relative_improvement"].mean() > 45
 
 
-def test_notes_fntc_under_each_objective(lite0_runs):
+def test_intro_verdicts_on_table_2_and_fntc(lite0_runs):
+    # scorecard: "a large share of the masks blur nothing, and the pixels counted carry less
+    # than half of the gain"; "the masks here are smaller, even without the empty ones";
+    # F-NTC "far lower under the probability, far higher (by blurring much more) under the
+    # log-probability"
+    for df in lite0_runs.values():
+        ftc = _ftc(df)
+        assert (ftc["ratio"] == 0).mean() >= 0.2
+        assert (ftc["relative_improvement_thresholded"].mean()
+                < 0.5 * ftc["relative_improvement"].mean())
+        assert ftc.loc[ftc["ratio"] > 0, "ratio"].mean() < 0.036
+    phi = {obj: df.groupby("mode")["relative_improvement"].mean()
+           for obj, df in lite0_runs.items()}
+    assert phi["prob"]["fntc"] < phi["prob"]["ftc"] - 20
+    assert phi["log_prob"]["fntc"] > phi["log_prob"]["ftc"] + 20
+    log = lite0_runs["log_prob"]
+    fntc_area = log.loc[log["mode"] == "fntc", "ratio"].mean()
+    assert fntc_area > 5 * _ftc(log)["ratio"].mean()
+
+
+def test_notes_fntc_under_each_objective(lite0_runs, lite0_48_log_prob):
     # implementation notes, Decision 2: F-NTC stalls under the probability ("phi about 6") and
     # runs away under the log-probability ("phi about 98, 17 % of the image blurred")
     def fntc(objective, column):
-        df = lite0_runs[objective]
+        df = lite0_runs["prob"] if objective == "prob" else lite0_48_log_prob
         return df.loc[df["mode"] == "fntc", column].mean()
 
     assert round(fntc("prob", "relative_improvement")) == 6
