@@ -4,8 +4,8 @@ The book is served from 127.0.0.1 and opened in Debian's chromium through Playwr
 (`playwright install` is never run: it downloads a browser, which cannot work offline).
 Checks: every page in _toc.yml loads; notebook chapters show a loaded figure and no error
 output; no table or code block runs past the text column (a table wider than the column scrolls
-inside a framed box, book/_static/upx.css); every figure of chapters 1-7 is numbered and
-captioned; at 800 px, no display equation, code block or table of any page is wider than
+inside a framed box, book/_static/upx.css); every figure of chapters 1-7 and 9 is numbered
+and captioned; at 800 px, no display equation, code block or table of any page is wider than
 its box; the explore chapter's buttons and sliders switch pictures in the static page; and no
 page asks any host but localhost for anything (the widget and math JavaScript are vendored in
 book/widgets-js/).
@@ -52,7 +52,7 @@ CASE_STUDY = "notebooks/04_elephants"
 CAPTIONED_CHAPTERS = [f"notebooks/{n}" for n in ("01_perturbation", "02_objective",
                                                   "03_ftc_fntc", "04_elephants",
                                                   "05_ski_chocolate", "06_abaya",
-                                                  "07_evaluation")]
+                                                  "07_evaluation", "09_blackbox")]
 
 
 def _toc_files() -> list[str]:
