@@ -300,3 +300,31 @@ def test_run_label_says_model_objective_and_images_in_words():
     df = _run({1: (0.5, 1, 0.0), 2: (0.5, 1, 0.0)}).assign(model="efficientnet_lite1",
                                                            objective="log_prob")
     assert run_label(df) == "Lite1, log-probability, 2 images"
+
+
+def test_readings_table_one_row_per_reading_trials_averaged_first():
+    from upx_core.tables import readings_table
+
+    rows = pd.DataFrame([
+        # F-NTC, squared norm, gamma 1: image 1 over two trials (phi 10 and 30), image 2 one
+        {"objective": "prob", "fntc_norm": "squared", "gamma": 1.0, "lambda2": 3.0,
+         "mode": "fntc", "image_index": 1, "seed": 0, "relative_improvement": 10.0,
+         "ratio": 0.01},
+        {"objective": "prob", "fntc_norm": "squared", "gamma": 1.0, "lambda2": 3.0,
+         "mode": "fntc", "image_index": 1, "seed": 1, "relative_improvement": 30.0,
+         "ratio": 0.03},
+        {"objective": "prob", "fntc_norm": "squared", "gamma": 1.0, "lambda2": 3.0,
+         "mode": "fntc", "image_index": 2, "seed": 0, "relative_improvement": 50.0,
+         "ratio": 0.0},
+        # F-TC: the norm of F-NTC does not apply, whatever the row says
+        {"objective": "prob", "fntc_norm": "abs", "gamma": 0.3, "lambda2": 0.5,
+         "mode": "ftc", "image_index": 1, "seed": 0, "relative_improvement": 5.0,
+         "ratio": 0.04},
+    ])
+    t = readings_table(rows).set_index("mode")
+    assert t.loc["fntc", "images"] == 2
+    assert t.loc["fntc", "phi"] == pytest.approx((20.0 + 50.0) / 2)
+    assert t.loc["fntc", "ratio_pct"] == pytest.approx((2.0 + 0.0) / 2)
+    assert t.loc["fntc", "phi_lo"] <= t.loc["fntc", "phi"] <= t.loc["fntc", "phi_hi"]
+    assert (t.loc["ftc", "fntc_norm"], t.loc["ftc", "lambda2"]) == ("", 0.5)
+    assert t.loc["ftc", "ratio_pct"] == pytest.approx(4.0)

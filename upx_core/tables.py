@@ -33,6 +33,7 @@ __all__ = [
     "ratio_summary",
     "sign_test",
     "run_label",
+    "readings_table",
 ]
 
 # The paper's two modes first, then the baselines this reproduction adds.
@@ -324,3 +325,29 @@ def run_label(df: pd.DataFrame) -> str:
     model = "/".join(m.replace("efficientnet_lite", "Lite") for m in models)
     objective = "/".join(_OBJECTIVE_WORDS.get(o, o) for o in objectives)
     return f"{model}, {objective}, {df['image_index'].nunique()} images"
+
+
+READING_COLUMNS = ["objective", "fntc_norm", "gamma", "lambda2", "mode"]
+
+
+def readings_table(rows: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per reading of the paper (``objective``, ``fntc_norm``, ``gamma``, ``lambda2``,
+    ``mode``) in ``rows`` (evaluation rows of several settings, as
+    ``benchmarks/factorial.py`` stores them): its ``images``, ``phi`` (Eq. 8, %) and
+    ``ratio_pct`` (Table 2, %) over images (trials averaged first), each with its 95 %
+    bootstrap interval (``phi_lo``...). ``fntc_norm`` is blank for the modes it does not touch.
+    """
+    df = rows.copy()
+    df["fntc_norm"] = df["fntc_norm"].where(df["mode"] == "fntc", "")
+    out = []
+    for key, part in df.groupby(READING_COLUMNS, sort=True):
+        per_image = part.groupby("image_index")[["relative_improvement", "ratio"]].mean()
+        row = dict(zip(READING_COLUMNS, key, strict=True))
+        row["images"] = len(per_image)
+        for name, column, scale in (("phi", "relative_improvement", 1),
+                                    ("ratio_pct", "ratio", 100)):
+            values = scale * per_image[column].to_numpy()
+            lo, hi = bootstrap_interval(values, n_boot, seed)
+            row.update({name: float(values.mean()), f"{name}_lo": lo, f"{name}_hi": hi})
+        out.append(row)
+    return pd.DataFrame(out)
