@@ -27,6 +27,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         store.py        its resumable, locked CSV
         distributed.py  the evaluation sharded under torchrun
         tables.py       Tables 1-2 beside the paper, paired wins, spread over trials
+        trials.py       how alike a mask's trials are (Pearson, IoU), with intervals
         provenance.py   hardware, commit and command of a stored run
       The book
         analysis.py     logit decomposition, consistency and probability tables, image regions
