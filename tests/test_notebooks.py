@@ -25,9 +25,10 @@ TINY = {
     "01_perturbation": {"sigmas": [1.0, 5.0], "kernel_sizes": [3, 11]},
     "02_objective": {"image_names": ["banana"], "seeds": [0, 1], "iterations": 3, "threads": 1},
     "03_ftc_fntc": {"image_names": ["mobile home", "schooner"], "seeds": [0, 1],
-                    "iterations": 3, "threads": 1},
-    "04_elephants": {"iterations": 3, "device": "cpu"},
-    "05_ski_chocolate": {"iterations": 3, "device": "cpu"},
+                    "iterations": 3, "threads": 1, "fntc_images": 2},
+    # the random-box controls of chapters 4-5 with 8 boxes (the book: 200)
+    "04_elephants": {"iterations": 3, "device": "cpu", "n_random_boxes": 8},
+    "05_ski_chocolate": {"iterations": 3, "device": "cpu", "n_random_boxes": 8},
     "06_abaya": {"iterations": 3, "device": "cpu"},
     "07_evaluation": {"n_images": 1, "batch_images": 1, "iterations": 3, "device": "cpu"},
     # the stored masks are drawn, not recomputed; the live check recomputes one of them
@@ -121,7 +122,8 @@ def test_chapters_hide_their_code_and_caption_their_figures():
 # assignments, read from the chapter's own "## Try this" section, on top of its tiny parameters.
 # At 100+ iterations a reader's changed parameters would note a failed claim, not raise it
 # (Claims(strict=False), upx_core.chapter.changed_parameters).
-TRY_THIS_CHAPTERS = ("01_perturbation", "02_objective", "03_ftc_fntc")
+TRY_THIS_CHAPTERS = ("01_perturbation", "02_objective", "03_ftc_fntc", "04_elephants",
+                     "05_ski_chocolate", "06_abaya")
 
 
 def _try_this(name: str) -> list[dict]:
@@ -141,9 +143,16 @@ TRY_THIS = [(name, i, suggestion) for name in TRY_THIS_CHAPTERS
 
 
 def test_try_this_suggestions_are_found():
-    assert {name for name, _, _ in TRY_THIS} == {"02_objective", "03_ftc_fntc"}  # ch. 1 has none
+    assert {name for name, _, _ in TRY_THIS} == {  # ch. 1 has none
+        "02_objective", "03_ftc_fntc", "04_elephants", "05_ski_chocolate", "06_abaya"}
     assert {"image_names": ["schooner"], "modes": ["baseline", "ftc"],
             "seeds": [0, 1, 2, 3, 4]} in [s for _, _, s in TRY_THIS]
+    # chapter 4's husky (a ClaimError at the tusker ranking before) and one-target run (a
+    # KeyError on the Indian elephant's column before)
+    assert {"image_name": "Siberian husky",
+            "targets": ["Siberian husky", "Eskimo dog", "malamute"]} in [s for _, _, s in TRY_THIS]
+    assert {"targets": ["African elephant"], "hyperparameters": {"lambda2": 6.0}} in \
+        [s for _, _, s in TRY_THIS]
 
 
 @pytest.mark.parametrize(("name", "i", "suggestion"), TRY_THIS,
