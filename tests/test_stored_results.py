@@ -467,3 +467,33 @@ def test_readme_and_notes_probability_objective_leaves_the_target_where_it_was()
     cp = prob["consistency"]
     assert (f"| probability (default) | 0.0343 | 0.0344, 0.0344, 0.0344 | 0.00 % | "
             f"({cp['pearson']:.2f}, n/a: nothing above the threshold) |") in notes
+
+
+ACCURACY = RESULTS / "accuracy-samples-cpu-2026-12-06.json"
+
+
+def test_notes_accuracy_tables_are_the_stored_runs():
+    """The notes' top-1/top-5 tables (the model and its input), each row a stored run of
+    benchmarks/accuracy.py on the 1000 sample images, and no row without one."""
+    import json
+
+    runs = json.loads(ACCURACY.read_text())["runs"]
+    assert all(r["images"] == 1000 for r in runs)
+
+    def pct(r):
+        return f"{100 * r['top1'] / r['images']:.1f} %", f"{100 * r['top5'] / r['images']:.1f} %"
+
+    half = [0.5, 0.5, 0.5]
+    text = NOTES.read_text()
+    (lite0,) = [r for r in runs if r["model"] == "efficientnet_lite0" and r["mean"] == half]
+    (imagenet,) = [r for r in runs if r["model"] == "efficientnet_lite0" and r["mean"] != half]
+    assert imagenet["mean"] == [0.485, 0.456, 0.406] and imagenet["std"] == [0.229, 0.224, 0.225]
+    assert "| mean 0.5, std 0.5 (used) | {} | {} |".format(*pct(lite0)) in text
+    assert "| ImageNet mean/std (0.485, 0.456, 0.406 / 0.229, 0.224, 0.225) | {} | {} |".format(
+        *pct(imagenet)) in text
+    assert pct(lite0) == ("88.1 %", "97.3 %")  # chapter 7 cites Lite0's 88.1 %
+    rows = [line for line in text.splitlines() if line.startswith("| EfficientNet-Lite")]
+    stored = {"| EfficientNet-Lite{} | {} | {} | {} |".format(r["model"][-1], r["input_size"],
+                                                             *pct(r))
+              for r in runs if r["mean"] == half and r["std"] == half}
+    assert rows and set(rows) == stored  # every row stored, every stored run shown
