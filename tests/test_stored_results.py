@@ -441,11 +441,14 @@ def test_readme_upx_explain_output_is_the_stored_run():
         else:
             assert shown == stored
     r = json.loads((EXPLAIN / "result-log_prob.json").read_text())
+    line = {key: next(t for t in block if t.startswith(key))
+            for key in ("p(target)", "gain", "undesirable", "trials agree")}
     assert r["config"]["objective"] == "log_prob" and r["seeds"] == [0, 1, 2]
-    assert f"0.0343 -> {', '.join(f'{p:.4f}' for p in r['prob_after'])}" in block[2]
-    assert f"{r['phi']:.2f}" in block[3] and f"{100 * r['ratio_mean']:.2f} %" in block[4]
+    assert f"0.0343 -> {', '.join(f'{p:.4f}' for p in r['prob_after'])}" in line["p(target)"]
+    assert f"{r['relative_improvement_percent_mean']:+.2f} %" in line["gain"]
+    assert f"{r['ratio_fraction_mean']:.4f} of the pixels" in line["undesirable"]
     c = r["consistency"]
-    assert f"Pearson {c['pearson']:.3f}, IoU {c['iou']:.3f}" in block[5]
+    assert f"Pearson {c['pearson']:.3f}, IoU {c['iou']:.3f}" in line["trials agree"]
     assert block[-1].endswith(f"in {r['wall_s']:.1f} s")
 
 
@@ -455,14 +458,14 @@ def test_readme_and_notes_probability_objective_leaves_the_target_where_it_was()
 
     prob = json.loads((EXPLAIN / "result-prob.json").read_text())
     log = json.loads((EXPLAIN / "result-log_prob.json").read_text())
-    assert prob["config"]["objective"] == "prob" and max(prob["ratio"]) == 0
+    assert prob["config"]["objective"] == "prob" and max(prob["ratio_fraction"]) == 0
     before, after = f"{prob['prob_before']:.4f}", {f"{p:.4f}" for p in prob["prob_after"]}
     assert (before, after) == ("0.0343", {"0.0344"})
     assert "(0.0343 -> 0.0344)" in " ".join(README.read_text().split())
     notes = NOTES.read_text()
     c = log["consistency"]
     row = (f"| log-probability | 0.0343 | {', '.join(f'{p:.4f}' for p in log['prob_after'])} "
-           f"| {100 * log['ratio_mean']:.2f} % | ({c['pearson']:.2f}, {c['iou']:.2f}) |")
+           f"| {100 * log['ratio_fraction_mean']:.2f} % | ({c['pearson']:.2f}, {c['iou']:.2f}) |")
     assert row in notes
     cp = prob["consistency"]
     assert (f"| probability (default) | 0.0343 | 0.0344, 0.0344, 0.0344 | 0.00 % | "
