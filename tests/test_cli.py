@@ -136,9 +136,9 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
                                         "--queries applies only to a query-only run"),
         "onnx flags without a black box": (
             [img, "--outputs", "probs", "--input-size", "224"],
-            "--input-size --outputs apply only to a query-only run"),
+            "--input-size --outputs describe your own model file: add --onnx or --model-file"),
         "mean for a built-in model": ([img, "--black-box", "--mean", "0.5", "0.5", "0.5"],
-                                      "--mean describes an --onnx file"),
+                                      "--mean describes your own model file"),
     }
 
 
@@ -614,3 +614,66 @@ def test_without_the_onnx_extra_the_error_says_what_to_install(tmp_path: Path, c
     err = capsys.readouterr().err.strip()
     assert err == (f"upx: error: ONNX support needs the package {missing}: pip install "
                    "'upx[onnx]' (or pip install onnx onnxruntime)"), err
+
+
+def _tiny_network(softmax: bool = False):
+    """A small ImageNet-shaped network (1000 outputs), as a user would export their own."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1000)]
+    return nn.Sequential(*layers, *([nn.Softmax(dim=1)] if softmax else [])).eval()
+
+
+@pytest.mark.parametrize("kind", ["torch.export", "TorchScript"])
+def test_explain_a_pytorch_model_file_with_its_preprocessing(tmp_path: Path, capsys,
+                                                              kind: str) -> None:
+    import torch
+
+    from upx_core.data import load_image
+    from upx_core.models import Classifier
+
+    net, example = _tiny_network(), torch.rand(1, 3, 64, 64)
+    path = tmp_path / ("net.pt2" if kind == "torch.export" else "net.pt")
+    if kind == "torch.export":  # traced for batch 1, as torch.export does by default
+        torch.export.save(torch.export.export(net, (example,)), path)
+    else:
+        torch.jit.save(torch.jit.script(net), path)
+    flags = ["--model-file", str(path), "--mean", "0.5", "0.4", "0.3", "--std", "0.2", "0.25",
+             "0.3", "--input-size", "64", "--target", "7", "--seeds", "0", "1"]
+    out = tmp_path / "out"
+    assert main(["explain", "sample:tusker", *flags, "--out", str(out), *FAST]) == 0, \
+        capsys.readouterr().err
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["model"] == str(path) and summary["target"] == 7
+    # the file's model with the flags' preprocessing: the probability the Python API gives
+    reference = Classifier(net, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), input_size=64,
+                           resize_size=73)
+    with torch.no_grad():
+        p = torch.softmax(reference(load_image(sample_path("tusker"), 64, 73)[None]), 1)
+    assert summary["prob_before"] == pytest.approx(float(p[0, 7]), abs=1e-5)
+    assert np.load(out / "mask.npy").shape == (2, 28, 28)
+
+
+def test_a_model_file_returning_probabilities_needs_outputs_probs(tmp_path: Path,
+                                                                  capsys) -> None:
+    import torch
+
+    path = tmp_path / "softmax.pt"
+    torch.jit.save(torch.jit.script(_tiny_network(softmax=True)), path)
+    flags = ["--model-file", str(path), "--mean", "0.5", "0.5", "0.5", "--std", "0.5", "0.5",
+             "0.5", "--input-size", "64", "--target", "7"]
+    assert main(["explain", "sample:tusker", *flags, "--out", str(tmp_path / "a"), *FAST]) == 2
+    assert "outputs are probabilities" in capsys.readouterr().err
+    assert main(["explain", "sample:tusker", *flags, "--outputs", "probs", "--out",
+                 str(tmp_path / "b"), *FAST]) == 0
+    weights = tmp_path / "weights.pt"  # a state_dict: no network in it
+    torch.save(_tiny_network().state_dict(), weights)
+    flags[1] = str(weights)
+    assert main(["explain", "sample:tusker", *flags, "--out", str(tmp_path / "c"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "is not a TorchScript or torch.export model file" in err and "\n" not in err.strip()
+    assert main(["explain", "sample:tusker", *flags[:2], "--out", str(tmp_path / "d")]) == 2
+    assert "--model-file needs --mean and --std" in capsys.readouterr().err

@@ -21,6 +21,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         io.py           outputs written whole or not at all; --force replaces only upx's own
         plotting.py     the paper's three-panel figure and heatmaps
         cli.py          upx explain, upx evaluate, upx export-onnx
+        cli_models.py   which model flags apply to which model; the query-only run
         report.py       what upx explain writes and prints
       Tables 1-2
         evaluation.py   the paper's protocol over many images (upx evaluate)

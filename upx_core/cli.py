@@ -12,6 +12,7 @@ output folder before it loads the model, and ``--force`` replaces only a folder 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ __all__ = ["main", "build_parser"]
 
 # OSError covers FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, ...
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
+# What the Python API's messages call a parameter, as upx evaluate's flags name it.
+CLI_WORDS = {" (force_resume=True)": "", "resume=False": "--no-resume", "out_csv": "--out"}
 
 
 def _add_hyperparameters(p: argparse.ArgumentParser, objective: str | None = None) -> None:
@@ -127,16 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="explain this ONNX model through ONNX Runtime (implies --black-box; "
                          "make one with upx export-onnx)")
     # 16000: in the book's black-box chapter the smallest budget measured whose maps agree with
-    # the white-box ones at r >= 0.6 (two of the three images); about 2.3 minutes per mask there
-    bb.add_argument("--queries", type=int, default=16000,
-                    help="model queries per mask (default: %(default)s)")
+    # the white-box ones at r >= 0.6 (two of the three images); about 2.3 minutes per mask there.
+    # None, not 16000, in the parser: a --queries without --black-box/--onnx is refused.
+    bb.add_argument("--queries", type=int, default=None,
+                    help="model queries per mask (default: 16000)")
+    bb.add_argument("--model-file", default=None, metavar="MODEL.pt2",
+                    help="explain your own PyTorch model (white-box): a torch.export program "
+                         "(.pt2) or a TorchScript file, with --mean --std (--input-size, "
+                         "--outputs)")
     bb.add_argument("--mean", type=float, nargs=3, default=None,
-                    help="--onnx's input normalization, if the file does not hold it")
+                    help="--onnx's or --model-file's input normalization, if the file does not "
+                         "hold it (a file that holds it refuses another)")
     bb.add_argument("--std", type=float, nargs=3, default=None, help="likewise")
     bb.add_argument("--input-size", type=int, default=None,
-                    help="--onnx's image side in pixels, if the file does not hold it")
+                    help="its image side in pixels (default: the file's, or 224)")
     bb.add_argument("--outputs", choices=("logits", "probs"), default=None,
-                    help="what --onnx's model returns, if the file does not say")
+                    help="what its model returns (default: the file's, or logits)")
 
     xo = sub.add_parser("export-onnx", help="write a built-in model as an ONNX file",
                         description="Export --model (preprocessing in the file's metadata) for "
@@ -202,6 +211,7 @@ def _image_path(spec: str) -> Path:
 
 
 def explain(args) -> int:
+    from .cli_models import black_box, check_model_flags
     from .config import MODEL_NAMES, MaskSetting
 
     # Everything a user can get wrong is checked here, before the model loads and optimizes;
@@ -220,17 +230,19 @@ def explain(args) -> int:
         raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.model not in MODEL_NAMES:
         raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    check_model_flags(args)
     if not args.image.startswith("sample:"):
         from .io import check_image_file
 
         check_image_file(args.image)  # before torch loads: a typo is answered at once
 
     # What follows imports torch and builds the model (seconds): say so at once, not after.
-    _status(args, f"loading {args.onnx or args.model} ...")
+    _status(args, f"loading {args.onnx or args.model_file or args.model} ...")
     from .data import check_min_size, load_image, open_rgb
     from .io import check_output_dir
-    from .models import class_index, load_model
+    from .models import class_index, load_model, load_model_file
     from .optimizer import optimize_masks
+    from .report import write_explanation
     from .runtime import keep_freed_memory, resolve_device
 
     keep_freed_memory()
@@ -241,55 +253,24 @@ def explain(args) -> int:
     check_min_size(picture, config.mask_size, path)
     if args.target is not None:
         class_index(args.target)  # every --model has the ImageNet classes
-
     if args.onnx or args.black_box:
-        return _explain_black_box(args, config, settings, picture, path, out)
-    model = load_model(args.model, device=device)
+        model, run, extra = black_box(args, config, settings)
+    else:
+        model = (load_model_file(args.model_file, args.mean, args.std, args.input_size or 224)
+                 if args.model_file else load_model(args.model, device=device))
+
+        def run(image, target):
+            return optimize_masks(model, image, targets=target, settings=settings,
+                                  config=config, device=device, batch_size=args.batch_size,
+                                  progress=not args.no_progress, outputs=args.outputs or "logits")
+        extra = {"model": args.model_file} if args.model_file else None
     image = load_image(picture, model.input_size, model.resize_size)
     target = None if args.target is None else class_index(args.target, model.categories)
     t0 = time.perf_counter()
-    result = optimize_masks(model, image, targets=target, settings=settings, config=config,
-                            device=device, batch_size=args.batch_size,
-                            progress=not args.no_progress)
+    result = run(image, target)
     wall = time.perf_counter() - t0
-
-    from .report import write_explanation
-
-    return write_explanation(result, image, args, path, out, wall)
-
-
-def _explain_black_box(args, config, settings, picture, path: Path, out: Path) -> int:
-    """``upx explain --black-box`` / ``--onnx``: the query-only optimizer on a predictor."""
-    from .blackbox import optimize_masks_blackbox, samples_for_budget, torch_predictor
-    from .data import load_image
-    from .models import class_index, load_model
-    from .report import write_explanation
-
-    if args.queries < 1:
-        raise ValueError(f"--queries must be a positive integer, got {args.queries}")
-    if args.onnx:
-        from .onnxbox import onnx_predictor
-
-        predict = onnx_predictor(args.onnx, mean=args.mean, std=args.std,
-                                 input_size=args.input_size, outputs=args.outputs)
-        size, resize, model_name = predict.input_size, predict.resize_size, str(args.onnx)
-    else:
-        model = load_model(args.model)  # the CPU: a black box's queries come back as arrays
-        predict, size, resize = torch_predictor(model, "logits"), model.input_size, \
-            model.resize_size
-        model_name = args.model
-    image = load_image(picture, size, resize)
-    target = None if args.target is None else class_index(args.target, predict.categories)
-    # spend the budget on the paper's iterations: as many search directions as it allows
-    samples = samples_for_budget(args.queries, config.iterations)
-    t0 = time.perf_counter()
-    result = optimize_masks_blackbox(predict, image, targets=target, settings=settings,
-                                     config=config, queries=args.queries, samples=samples,
-                                     outputs=predict.outputs, batch_size=args.batch_size,
-                                     progress=not args.no_progress)
-    wall = time.perf_counter() - t0
-    extra = {"model": model_name, "queries": int(result.queries[0].max()),
-             "black_box": "onnxruntime" if args.onnx else "torch inference_mode"}
+    if result.queries is not None:
+        extra["queries"] = int(result.queries[0].max())
     return write_explanation(result, image, args, path, out, wall, extra=extra)
 
 
@@ -320,6 +301,8 @@ def evaluate(args) -> int:
 
     keep_freed_memory()
 
+    if args.images is not None and not Path(args.images).expanduser().is_dir():
+        raise FileNotFoundError(f"--images folder does not exist: {args.images}")
     root = data_dir(args.images)
     if root is None:
         raise ValueError("no image folder: pass --images DIR or set UPX_DATA_DIR")
@@ -333,13 +316,17 @@ def evaluate(args) -> int:
     model = load_model(args.model, pretrained=not args.random_weights)
     indices = (args.indices if args.indices is not None
                else select_images(args.n, seed=args.select_seed))
-    df = run_evaluation(
-        model, indices, modes=tuple(args.modes), seeds=tuple(args.seeds), config=config,
-        threshold=args.threshold, batch_images=args.batch_images, device=args.device,
-        out_csv=args.out, resume=not args.no_resume, progress=not args.no_progress,
-        data_root=root, batch_size=args.batch_size, penalties=_penalties(args),
-        force_resume=args.force_resume,
-    )
+    try:
+        df = run_evaluation(
+            model, indices, modes=tuple(args.modes), seeds=tuple(args.seeds), config=config,
+            threshold=args.threshold, batch_images=args.batch_images, device=args.device,
+            out_csv=args.out, resume=not args.no_resume, progress=not args.no_progress,
+            data_root=root, batch_size=args.batch_size, penalties=_penalties(args),
+            force_resume=args.force_resume,
+        )
+    except ValueError as err:  # the API names its parameters; a user typed flags
+        raise ValueError(functools.reduce(lambda m, w: m.replace(*w), CLI_WORDS.items(),
+                                          str(err))) from None
     if env_world()[0] == 0:  # under torchrun only rank 0 holds the merged table
         if not df.empty:
             with pd.option_context("display.width", 120, "display.precision", 4):

@@ -35,6 +35,7 @@ __all__ = [
     "looks_like_probabilities",
     "check_network",
     "ProbsAsLogits",
+    "load_model_file",
 ]
 
 # What a network returns: logits (any real scores, softmax gives the probabilities), or
@@ -78,23 +79,16 @@ class Classifier(nn.Module):
 
 
 def looks_like_probabilities(scores: torch.Tensor, tol: float = 1e-3) -> bool:
-    """Whether ``[N, C]`` scores are probabilities: non-negative, each row summing to 1.
-
-    Logits of C >= 2 classes all non-negative and summing to 1 on every row do not occur in
-    practice; a softmax at a network's end gives exactly that.
-    """
+    """Whether ``[N, C]`` scores are probabilities: non-negative, each row summing to 1 (what a
+    softmax at a network's end gives, and logits in practice never do)."""
     s = scores.detach().double()
     return bool(s.numel() and (s >= 0).all() and ((s.sum(dim=-1) - 1).abs() <= tol).all())
 
 
 class ProbsAsLogits(nn.Module):
-    """A network that returns probabilities, read as logits: ``log p``.
-
-    ``softmax(log p) = p`` when the rows of ``p`` sum to 1, so the optimizer's probabilities
-    are the network's own; F-TC and F-NTC (Eq. 4, 6) then compare log-probabilities, which
-    differ from the unknown logits by one shift per image. Zeros are floored at the smallest
-    float32 (log 0 would be -inf). ``categories`` and the sizes of ``net`` stay visible.
-    """
+    """A network that returns probabilities, read as logits ``log p`` (zeros floored at the
+    smallest float32): ``softmax(log p) = p``, so the probabilities are the network's own; F-TC
+    and F-NTC (Eq. 4, 6) compare log-probabilities, the unknown logits shifted per image."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -113,14 +107,9 @@ def _first_conv(net: nn.Module) -> nn.Module | None:
 
 
 def check_network(model: nn.Module, probe: torch.Tensor, outputs: str = "logits") -> None:
-    """One-line ValueErrors for a network the optimizer cannot use, found on ``probe`` (a few
-    ``[N, 3, H, W]`` images in [0, 1], on the model's device) before any optimization.
-
-    Refused: float64 (or other non-float32) weights, a first layer that takes other than 3
-    channels, outputs other than one ``[N, C]`` tensor (a tuple, a dict, a Hugging Face
-    output), and with ``outputs="logits"`` outputs that are probabilities (non-negative rows
-    summing to 1: pass ``outputs="probs"``).
-    """
+    """One-line ValueErrors, found on ``probe`` (a few images on the model's device) before any
+    work, for float64 (non-float32) weights, a first layer taking other than 3 channels, outputs
+    other than one ``[N, C]`` tensor, and probabilities declared as logits or the reverse."""
     if outputs not in MODEL_OUTPUTS:
         raise ValueError(f"outputs must be one of {', '.join(MODEL_OUTPUTS)}, got {outputs!r}")
     dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
@@ -155,6 +144,65 @@ def check_network(model: nn.Module, probe: torch.Tensor, outputs: str = "logits"
         raise ValueError("the model's outputs are probabilities (non-negative, each row sums "
                          "to 1), not logits: pass outputs='probs' (upx explain --outputs "
                          "probs), or give the network without its final softmax")
+
+
+class _Exported(nn.Module):
+    """A torch.export program's module: no train()/eval() (traced in eval mode, it refuses
+    them), and one traced for one batch size (the default) is fed that many images."""
+
+    def __init__(self, net: nn.Module, batch: int | None) -> None:
+        super().__init__()
+        self.net, self.batch = net, batch
+
+    def train(self, mode: bool = True) -> _Exported:
+        self.training = mode
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for chunk in images.split(self.batch or len(images)):
+            pad = self.batch - len(chunk)
+            full = torch.cat([chunk, chunk[:1].expand(pad, *chunk.shape[1:])]) if pad else chunk
+            parts.append(self.net(full)[:len(chunk)])
+        return torch.cat(parts)
+
+
+def load_model_file(path: str | Path, mean: Sequence[float], std: Sequence[float],
+                    input_size: int = 224, resize_size: int | None = None) -> Classifier:
+    """A PyTorch model file as a :class:`Classifier`: a ``torch.export`` program
+    (``torch.export.save``, ``.pt2``) or a TorchScript module (``torch.jit.save``), mapping
+    normalized ``[N, 3, S, S]`` images to scores; ``mean``/``std`` are its normalization.
+    A program traced for a fixed batch size is fed that many images per call. A file of
+    weights alone (a ``state_dict``) holds no network and is refused.
+    """
+    import warnings
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file {path} does not exist")
+    names = zipfile.ZipFile(path).namelist() if zipfile.is_zipfile(path) else []
+    try:
+        if any(n.endswith("/constants.pkl") for n in names):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation
+                net = torch.jit.load(str(path), map_location="cpu")
+        elif any(n.endswith("/archive_format") or "/models/" in n for n in names):
+            program = torch.export.load(str(path))
+            user = set(program.graph_signature.user_inputs)
+            shape = next(n.meta["val"].shape for n in program.graph.nodes
+                         if n.op == "placeholder" and n.name in user)
+            net = _Exported(program.module(), shape[0] if isinstance(shape[0], int) else None)
+        else:
+            raise ValueError("neither")
+    except Exception as err:  # torch raises RuntimeError, pickle and zip errors alike
+        why = "" if str(err) == "neither" else f" ({str(err).splitlines()[0][:120]})"
+        raise ValueError(f"{path} is not a TorchScript or torch.export model file{why}; a "
+                         "state_dict holds no network: load it into your model class and use "
+                         "the Python API (Classifier)") from None
+    size = int(input_size)
+    return Classifier(net, mean, std, input_size=size, name=str(path),
+                      resize_size=resize_size or round(size * 256 / 224))
 
 
 def imagenet_categories() -> list[str]:

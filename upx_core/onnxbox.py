@@ -95,6 +95,7 @@ def onnx_predictor(
     categories: Sequence[str] | None = None,
     threads: int | None = None,
     batch_size: int | None = 8,
+    strict: bool = False,
 ) -> Predict:
     """``predict(images [N, 3, S, S] in [0, 1]) -> [N, C]`` (NumPy float32) from an ONNX
     Runtime session on the CPU: images are normalized with ``(x - mean) / std`` and fed to the
@@ -111,6 +112,8 @@ def onnx_predictor(
     2-core CPU; at 32 it answered about 40 % fewer images per second
     (``benchmarks/blackbox_throughput.py``), and the query-only optimizer asks for 2 x samples
     images per mask at once.
+    ``strict`` (``upx explain --onnx``): a mean, std, input size or output kind given that
+    contradicts what the file holds is refused, naming it as upx explain's flag (``--mean``).
     The callable carries ``outputs``, ``categories``, ``input_size`` and ``resize_size``, and
     in ``metadata`` what the file itself holds of ``META_KEYS`` (empty for a file upx did not
     export).
@@ -129,6 +132,17 @@ def onnx_predictor(
     stored = {k[len("upx."):]: json.loads(v)
               for k, v in session.get_modelmeta().custom_metadata_map.items()
               if k.startswith("upx.") and k[len("upx."):] in META_KEYS}
+    given = {"mean": mean, "std": std, "input_size": input_size, "outputs": outputs}
+    for key, value in given.items() if strict else ():
+        held = stored.get(key)
+        if value is not None and held is not None and (
+                value != held if isinstance(held, str) else
+                not np.allclose(np.asarray(value, float), np.asarray(held, float))):
+            def words(v):
+                return " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{path} holds its own {key.replace('_', ' ')} ({words(held)}); "
+                             f"{flag} {words(value)} contradicts it: leave {flag} out")
     mean = mean if mean is not None else stored.get("mean")
     std = std if std is not None else stored.get("std")
     outputs = outputs or stored.get("outputs")
