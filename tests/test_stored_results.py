@@ -181,7 +181,8 @@ def test_intro_verdict_on_table_1(lite0_runs):
 
 def test_intro_verdicts_on_table_2_and_fntc(lite0_runs):
     # scorecard: "reproduced for almost every mask, but a large share of the masks blur
-    # nothing, and the pixels counted carry less than half of the gain"; "the masks here are smaller, even without the empty ones";
+    # nothing, and the pixels counted carry less than half of the gain"; "the masks here are
+    # smaller, even without the empty ones";
     # F-NTC "far lower under the probability, far higher (by blurring much more) under the
     # log-probability"
     for df in lite0_runs.values():
