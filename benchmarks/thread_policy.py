@@ -8,7 +8,8 @@ each thread policy:
 - ``default``: OpenMP's own (``UPX_THREAD_POLICY=off``, no ``OMP_WAIT_POLICY``): what upx did
   before ``upx_core/threads.py``;
 - ``passive``: upx's policy (``OMP_WAIT_POLICY=PASSIVE``), torch's default thread count;
-- ``one-thread`` (optional): ``OMP_NUM_THREADS=1`` and OpenMP's default wait policy.
+- ``one-thread`` (optional): ``OMP_NUM_THREADS=1`` and OpenMP's default wait policy;
+- ``spin10k`` (optional): ``GOMP_SPINCOUNT=10000``, a short spin before sleeping.
 
 The policies alternate within each load (A B B A ...), repeats interleaved, so a drift of the
 machine's speed falls on all of them alike; the ratios are taken within this one run. A run that
@@ -38,6 +39,9 @@ POLICIES = {
     "default": {"UPX_THREAD_POLICY": "off"},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
     "one-thread": {"UPX_THREAD_POLICY": "off", "OMP_NUM_THREADS": "1"},
+    # spin briefly (libgomp's default is 300,000 rounds idle, 1,000 when oversubscribed), then sleep
+    "spin10k": {"UPX_THREAD_POLICY": "off", "GOMP_SPINCOUNT": "10000"},
+    "spin2k": {"UPX_THREAD_POLICY": "off", "GOMP_SPINCOUNT": "2000"},
 }
 # what a policy's run must not inherit from this process's environment
 CLEARED = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "UPX_THREAD_POLICY",
