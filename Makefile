@@ -32,10 +32,10 @@ export MALLOC_MMAP_THRESHOLD_ ?= 17179869184
 export MALLOC_TRIM_THRESHOLD_ ?= 17179869184
 export MALLOC_TOP_PAD_ ?= 1073741824
 
-# torch's OpenMP workers sleep instead of spinning between parallel regions: beside other work
-# on the cores, spinning made a chapter several times slower (upx_core/threads.py,
+# torch's OpenMP workers spin briefly, then sleep, between parallel regions: beside other work on
+# the cores, libgomp's long default spin made a chapter several times slower (upx_core/threads.py,
 # benchmarks/thread_policy.py). It must be set before torch loads, so here for every kernel.
-export OMP_WAIT_POLICY ?= PASSIVE
+export GOMP_SPINCOUNT ?= 10000
 
 .PHONY: venv test book paths clean chromium lab
 

@@ -502,3 +502,47 @@ def test_notes_accuracy_tables_are_the_stored_runs():
                                                              *pct(r))
               for r in runs if r["mean"] == half and r["std"] == half}
     assert rows and set(rows) == stored  # every row stored, every stored run shown
+
+
+# --- threads on a busy machine (benchmarks/README.md, README's thread rule) -----------------
+
+def _thread_runs(name: str) -> pd.DataFrame:
+    import json
+
+    return pd.DataFrame(json.loads((RESULTS / f"{name}.json").read_text())["runs"])
+
+
+def test_thread_policy_table_and_its_reading():
+    long = pd.concat([_thread_runs("thread-policy-cpu-2026-12-06").assign(run="200"),
+                      _thread_runs("thread-policy-50it-cpu-2026-12-06").assign(run="50a"),
+                      _thread_runs("thread-policy-50it-spin-cpu-2026-12-06").assign(run="50b")])
+    walls = {(r.run, r.load, r.policy): [] for r in long.itertuples()}
+    for r in long.itertuples():
+        walls[(r.run, r.load, r.policy)].append(round(r.wall_s, 1))
+    # the table's cells, in the order of the runs
+    assert walls[("200", 0, "default")] == [21.6] and walls[("200", 0, "passive")] == [29.9]
+    assert walls[("200", 1, "default")] == [150.0] and walls[("200", 2, "passive")] == [41.5]
+    assert sorted(walls[("50a", 0, "spin10k")]) == [9.5, 9.5]
+    assert sorted(walls[("50a", 2, "spin10k")]) == [20.2, 21.7]
+    assert walls[("50b", 2, "spin10k")] == [22.1] and walls[("50b", 2, "spin2k")] == [16.9]
+    idle = {(run, p): sum(v) / len(v) for (run, load, p), v in walls.items() if load == 0}
+    ratio = {p: [w / idle[(run, p)] for (run, load, pol), ws in walls.items()
+                 if pol == p and load > 0 for w in ws]
+             for p in ("default", "passive", "spin10k")}
+    timed_out = long[long["timed_out"]]
+    assert len(timed_out) == 2 and set(timed_out["policy"]) == {"default"}
+    # "two of its five loaded runs took more than 6.9 and 9.7 times its idle time"
+    assert len(ratio["default"]) == 5
+    assert sorted(ratio["default"])[-2:] == [pytest.approx(150 / 21.6),
+                                             pytest.approx(90 / 9.25)]
+    assert 6.9 < 150 / 21.6 and 9.7 < 90 / 9.25
+    assert 2.1 <= min(ratio["default"]) and sorted(ratio["default"])[2] < 2.75
+    # PASSIVE "1.2-1.6 times its idle time loaded", "costs 24-38 % idle"
+    assert 1.15 <= min(ratio["passive"]) and max(ratio["passive"]) < 1.65
+    costs = [idle[("200", "passive")] / idle[("200", "default")],
+             idle[("50a", "passive")] / idle[("50a", "default")]]
+    assert 1.23 < min(costs) and max(costs) < 1.39
+    # the short spin "within 4 % of the default idle", "2.1-2.4 times its idle time" loaded
+    for run in ("50a", "50b"):
+        assert idle[(run, "spin10k")] / idle[(run, "default")] < 1.04
+    assert 2.1 <= min(ratio["spin10k"]) and max(ratio["spin10k"]) < 2.45

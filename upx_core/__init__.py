@@ -15,7 +15,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
       Running it
         runtime.py      device, frozen model, channels-last, GPU batch size, the forward pass
         fold.py         batch norm folded into the convolutions (same outputs, faster)
-        threads.py      the OpenMP wait policy set before torch loads (fast on busy CPUs)
+        threads.py      the OpenMP spin set before torch loads (fast on busy CPUs)
         models.py       the classifiers (EfficientNet-Lite offline; ResNet-18, VGG-19 online)
         data.py         image files and the 1000 ImageNet sample images
         io.py           outputs written whole or not at all; --force replaces only upx's own
