@@ -7,11 +7,11 @@ work, that spinning is what makes the optimizer slow: a worker that spins holds 
 descheduled worker it waits for needs, and every barrier of every layer of 200 Adam steps can
 wait a time slice. A short spin (``GOMP_SPINCOUNT=10000``) keeps the quick hand-over when the
 cores are free and gives the core up soon when they are not. Measured with
-``benchmarks/thread_policy.py`` on a 2-core machine (``benchmarks/README.md``): idle, as fast as
-libgomp's default; beside two busy processes, no run of it blew up, where the default took
-several times longer in half of its runs. ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once) was the
-steadiest under load but cost 24-38 % idle, so it is not the default; set it yourself on a
-machine that is always busy.
+``benchmarks/thread_policy.py`` on a 2-core machine (``benchmarks/README.md``): idle, within 4 %
+of libgomp's default; beside two busy processes, 2.1-2.4 times its idle time, where the
+default took more than 6.9 and 9.7 times its idle time in two of its five loaded runs.
+``OMP_WAIT_POLICY=PASSIVE`` (sleep at once) was the steadiest under load but cost 24-38 % idle,
+so it is not the default; set it yourself on a machine that is always busy.
 
 libgomp reads these once, when torch's C library loads it, so they must be in the environment
 before ``import torch``: ``import upx_core`` (which loads no torch) sets them, as do the ``upx``
