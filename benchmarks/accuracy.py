@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from upx_core import load_image, load_model, sample_path
 from upx_core.data import sample_filenames
-from upx_core.io import atomic_write_bytes
-from upx_core.provenance import provenance
+from upx_core.evaluation.provenance import provenance
+from upx_core.files import atomic_write_bytes
 
 
 def main(argv: list[str] | None = None) -> None:

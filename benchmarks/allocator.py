@@ -26,7 +26,7 @@ def child(images: int, iterations: int, out: str) -> None:
     import torch
 
     from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
-    from upx_core.chapter import load_sample
+    from upx_core.book.chapter import load_sample
 
     model = load_model("efficientnet_lite0")
     x = torch.stack([load_sample(i, model) for i in range(images)])

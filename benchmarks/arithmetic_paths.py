@@ -4,7 +4,7 @@
 another number of threads, with batch-norm folding off or in another batch follows another
 trajectory. A claim of the book must hold on all of them. Each path runs the chapters headless
 (papermill, full parameters) with ``out_dir`` set, so every chapter writes its ``claims.csv``
-(:class:`upx_core.claims.Claims`); this script gathers them into one table, claim by path.
+(:class:`upx_core.book.claims.Claims`); this script gathers them into one table, claim by path.
 
     python benchmarks/arithmetic_paths.py --chapters 04 05 06 --paths other-simd one-thread
     python benchmarks/arithmetic_paths.py --record --table benchmarks/results/paths.md

@@ -3,10 +3,10 @@
 The reference is written here as public snippets do it: one image at a time, the model's
 parameters left requiring grad (so the backward also computes, and accumulates, weight
 gradients nobody uses), a plain Adam loop on a 28 x 28 mask with the loss of Eq. 1 + Eq. 5
-(F-TC) spelled out again below. The library (``upx_core.optimizer.optimize_masks``) freezes the
-weights, optimizes B masks in one forward/backward per iteration, and (by default here) runs
-channels-last. Both start from the same M0 (``upx_core.optimizer.initial_mask``), see the same
-images, and run the same iterations with the same hyperparameters.
+(F-TC) spelled out again below. The library (``upx_core.method.optimizer.optimize_masks``) freezes
+the weights, optimizes B masks in one forward/backward per iteration, and (by default here) runs
+channels-last. Both start from the same M0 (``upx_core.method.optimizer.initial_mask``), see the
+same images, and run the same iterations with the same hyperparameters.
 
 Before any number is reported, the two must agree: on the first 4 images, after
 --check-iterations (2) iterations, max |M_lib - M_ref| < --tol (1e-3); the first Adam step
@@ -61,9 +61,9 @@ from upx_core import (
     provenance,
     sample_path,
 )
-from upx_core.evaluation import select_images
-from upx_core.optimizer import initial_mask
-from upx_core.runtime import resolve_device
+from upx_core.evaluation.protocol import select_images
+from upx_core.method.optimizer import initial_mask
+from upx_core.method.runtime import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precision_gate import VARIANTS, compiled_folded  # noqa: E402  (the gate's variants)

@@ -34,7 +34,9 @@ import torch
 from blackbox_throughput import throughput  # benchmarks/, the script's own folder
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
-from upx_core.blackbox import (
+from upx_core.book.chapter import load_sample
+from upx_core.evaluation.provenance import provenance
+from upx_core.method.blackbox import (
     _per_mask,
     direction_generators,
     draw_directions,
@@ -43,15 +45,13 @@ from upx_core.blackbox import (
     smooth_basis,
     torch_predictor,
 )
-from upx_core.chapter import load_sample
-from upx_core.equations import blur_for, loss_terms, mask_penalty, perturb, upsample_mask
-from upx_core.fold import fold_batchnorm
-from upx_core.metrics import consistency, relative_improvement, undesirable_pixel_ratio
-from upx_core.models import class_index
-from upx_core.onnxbox import export_onnx, onnx_predictor
-from upx_core.optimizer import initial_mask
-from upx_core.provenance import provenance
-from upx_core.runtime import frozen, keep_freed_memory
+from upx_core.method.equations import blur_for, loss_terms, mask_penalty, perturb, upsample_mask
+from upx_core.method.fold import fold_batchnorm
+from upx_core.method.metrics import consistency, relative_improvement, undesirable_pixel_ratio
+from upx_core.method.models import class_index
+from upx_core.method.onnxbox import export_onnx, onnx_predictor
+from upx_core.method.optimizer import initial_mask
+from upx_core.method.runtime import frozen, keep_freed_memory
 
 CASES = [("n01871265_tusker", "African elephant"), ("n04228054_ski", "ski"),
          ("n02667093_abaya", "abaya"), ("n03776460_mobile_home", "mobile home")]

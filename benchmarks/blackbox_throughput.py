@@ -1,6 +1,6 @@
 """Forward queries per second of a black box: ONNX Runtime against torch (issue 11).
 
-EfficientNet-Lite0 exported to ONNX (``upx_core.onnxbox.export_onnx``) and run by an ONNX
+EfficientNet-Lite0 exported to ONNX (``upx_core.method.onnxbox.export_onnx``) and run by an ONNX
 Runtime CPU session (``onnx_predictor``), against the same model in torch under
 ``inference_mode`` (``torch_predictor``), at several batch sizes: the speed that decides how
 long a query-only mask takes (``optimize_masks_blackbox`` spends almost all its time there).
@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from upx_core import OptimConfig, load_model
-from upx_core.blackbox import torch_predictor
-from upx_core.fold import fold_batchnorm
-from upx_core.io import atomic_write_bytes
-from upx_core.onnxbox import export_onnx, onnx_predictor
-from upx_core.provenance import provenance
-from upx_core.runtime import bf16_supported, forward, frozen, keep_freed_memory
+from upx_core.evaluation.provenance import provenance
+from upx_core.files import atomic_write_bytes
+from upx_core.method.blackbox import torch_predictor
+from upx_core.method.fold import fold_batchnorm
+from upx_core.method.onnxbox import export_onnx, onnx_predictor
+from upx_core.method.runtime import bf16_supported, forward, frozen, keep_freed_memory
 
 # --precisions: torch backends beside the plain one, as (amp, channels_last) on a folded copy
 TORCH_VARIANTS = {"torch_folded": (None, False), "torch_folded_cl": (None, True),

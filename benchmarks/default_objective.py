@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
-from upx_core.chapter import load_sample
-from upx_core.config import OBJECTIVES
-from upx_core.evaluation import select_images
-from upx_core.metrics import found_mask, relative_improvement, undesirable_pixel_ratio
-from upx_core.provenance import provenance, save_results
+from upx_core.book.chapter import load_sample
+from upx_core.evaluation.protocol import select_images
+from upx_core.evaluation.provenance import provenance, save_results
+from upx_core.method.config import OBJECTIVES
+from upx_core.method.metrics import found_mask, relative_improvement, undesirable_pixel_ratio
 
 RANKS = (1, 2, 3)
 THRESHOLD = 0.6

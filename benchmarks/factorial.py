@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from upx_core import OptimConfig, load_model
-from upx_core.evaluation import run_evaluation
-from upx_core.provenance import provenance
+from upx_core.evaluation.protocol import run_evaluation
+from upx_core.evaluation.provenance import provenance
 
 OBJECTIVES = ("prob", "log_prob")
 FNTC_GAMMAS = (0.0, 0.1, 0.25, 0.3, 1.0)

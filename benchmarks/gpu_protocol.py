@@ -2,8 +2,8 @@
 ``bench_optimizer.py``.
 
 1. protocol: EfficientNet-Lite0 (shipped ImageNet weights), ``select_images(1000)`` x {F-TC,
-   F-NTC}, 200 iterations, through ``upx_core.evaluation.run_evaluation`` (bf16 autocast and
-   channels-last on CUDA): CSV of every row, Table 1/2 summary, wall time, masks/s.
+   F-NTC}, 200 iterations, through ``upx_core.evaluation.protocol.run_evaluation`` (bf16 autocast
+   and channels-last on CUDA): CSV of every row, Table 1/2 summary, wall time, masks/s.
 2. timing: ResNet-18 and VGG-19 with random weights (timing only), the same optimizer on
    real images without a CSV.
 3. precision: 20 images, fp32 vs bf16 (+ channels-last) phi per mode, same images and seeds;
@@ -34,11 +34,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, sample_path
-from upx_core import optimizer as opt_mod
-from upx_core.equations import blur_for, perturb, upsample_mask
-from upx_core.evaluation import run_evaluation, select_images
-from upx_core.runtime import channels_last_weights, forward, frozen, resolve_device
-from upx_core.tables import summary_table
+from upx_core.evaluation.protocol import run_evaluation, select_images
+from upx_core.evaluation.tables import summary_table
+from upx_core.method import optimizer as opt_mod
+from upx_core.method.equations import blur_for, perturb, upsample_mask
+from upx_core.method.runtime import channels_last_weights, forward, frozen, resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_optimizer import git_commit, hardware  # noqa: E402

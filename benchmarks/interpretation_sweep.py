@@ -5,10 +5,10 @@ Fong & Vedaldi's mask: noise on Q, TV without root, Gaussian+median blur), optim
 fixed seeded subset of the sample images (target: the top class, as in Eq. 8) and report phi,
 the undesirable-pixel ratio, and the consistency of the trials.
 
-Images: ``upx_core.evaluation.select_images(--n, --select-seed)``, the choice ``upx evaluate``
-makes (with --select-seed 0 the same images as this script's earlier ``random.Random(0)``).
-Trials: mode ``m`` runs trial ``s`` from seed ``s + 100 * MODES.index(m)``, so two modes never
-start from the same M0 (which would inflate their agreement).
+Images: ``upx_core.evaluation.protocol.select_images(--n, --select-seed)``, the choice ``upx
+evaluate`` makes (with --select-seed 0 the same images as this script's earlier
+``random.Random(0)``). Trials: mode ``m`` runs trial ``s`` from seed ``s + 100 * MODES.index(m)``,
+so two modes never start from the same M0 (which would inflate their agreement).
 
 Columns: ``phi`` (Eq. 8), ``ratio_pct`` (Table 2: 1 - M' > 0.6), ``ratio_minmax_pct`` (1 - M'
 min-max rescaled to [0, 1] per mask before the threshold; a constant map counts as no pixel;
@@ -40,10 +40,10 @@ from upx_core import (
     sample_path,
     undesirable_pixel_ratio,
 )
-from upx_core.config import MODES
 from upx_core.data import sample_filenames
-from upx_core.evaluation import select_images
-from upx_core.runtime import perturbed_probs
+from upx_core.evaluation.protocol import select_images
+from upx_core.method.config import MODES
+from upx_core.method.runtime import perturbed_probs
 
 THRESHOLD = 0.6
 JACOBGIL_NOISE = 0.045  # his std 0.2 on normalized inputs, times ImageNet's stds (~0.226)

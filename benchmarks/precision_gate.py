@@ -20,7 +20,7 @@ float32, which changes only the order of sums, failed that on 13 of 48 images (s
 gets. Each mask's Pearson r with float32's mask of its seed is still reported (``pearson_*``).
 Each variant's phi is measured with its own classifier (under bf16, the probabilities before
 and after are bf16's too), as ``upx explain`` would report them. A variant that fails any check
-is not a default (``upx_core.config``'s choice).
+is not a default (``upx_core.method.config``'s choice).
 
     python benchmarks/precision_gate.py --n 48 --seeds 0 1 2 \\
         --variants fp32 fp32+cl bf16 bf16+cl --out benchmarks/results/precision-gate-cpu-<date>.json
@@ -37,18 +37,19 @@ from pathlib import Path
 
 import torch
 
-from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_masks, provenance
+from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_masks
 from upx_core.data import sample_path
-from upx_core.evaluation import select_images
-from upx_core.fold import fold_batchnorm
-from upx_core.metrics import (
+from upx_core.evaluation import provenance
+from upx_core.evaluation.protocol import select_images
+from upx_core.evaluation.tables import bootstrap_interval
+from upx_core.method.fold import fold_batchnorm
+from upx_core.method.metrics import (
     consistency,
     consistency_pairs,
     relative_improvement,
     undesirable_pixel_ratio,
 )
-from upx_core.runtime import bf16_supported, frozen
-from upx_core.tables import bootstrap_interval
+from upx_core.method.runtime import bf16_supported, frozen
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> (OptimConfig fields, compile the folded classifier)

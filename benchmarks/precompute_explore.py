@@ -34,9 +34,9 @@ import pandas as pd
 import torch
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
-from upx_core.chapter import load_sample
-from upx_core.metrics import undesirable_pixel_ratio
-from upx_core.provenance import optimizer_version, provenance, save_results
+from upx_core.book.chapter import load_sample
+from upx_core.evaluation.provenance import optimizer_version, provenance, save_results
+from upx_core.method.metrics import undesirable_pixel_ratio
 
 IMAGES = {  # sample file name -> target class, as chapters 4-6 use them
     "n01871265_tusker": "African elephant",
@@ -158,14 +158,14 @@ def live_picture(path: Path, model_name: str) -> int:
     """One press of the live explorer's *Optimize*, as chapter 8 builds the explorer."""
     import re
 
-    from upx_core.widgets import live_explorer
+    from upx_core.book.widgets import live_explorer
 
     model = load_model(model_name, device="cpu")
     explorer = live_explorer(model, load_sample("umbrella", model), target="umbrella",
                              iterations=50, device="cpu")
     explorer.controls["mode"].value = "ftc"
     result = explorer.update()
-    from upx_core.widgets import result_pictures
+    from upx_core.book.widgets import result_pictures
 
     status = re.sub(r"<[^>]+>", "", explorer.status.value).replace("&rarr;", "->")
     status = status.replace("&gt;", ">")

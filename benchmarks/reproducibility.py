@@ -33,7 +33,7 @@ def worker(out: Path, fold: bool, batch: bool, iterations: list[int]) -> None:
     import torch
 
     from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
-    from upx_core.chapter import load_sample
+    from upx_core.book.chapter import load_sample
 
     model = load_model("efficientnet_lite0")
     names = [IMAGE, *NEIGHBOURS] if batch else [IMAGE]

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from upx_core import OptimConfig, load_model
-from upx_core.evaluation import run_evaluation, select_images
-from upx_core.provenance import provenance, save_results
+from upx_core.evaluation.protocol import run_evaluation, select_images
+from upx_core.evaluation.provenance import provenance, save_results
 
 
 def main() -> None:

@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    from upx_core.provenance import provenance
+    from upx_core.evaluation.provenance import provenance
 
     runs = []
     start = time.time()

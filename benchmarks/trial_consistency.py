@@ -13,7 +13,7 @@ For Eq. 3 (``baseline``) and F-TC, the paper's probability objective and hyperpa
 iterations, the same images and seeds for both modes. Every mask's M is stored
 (``masks.npz``), with its phi and ratio (``masks.csv``), and every pair of trials of an image is
 compared (``pairs.csv``: Pearson r of 1 - M', IoU of the regions 1 - M' > 0.6, NaN and
-``both_empty`` when both regions are empty; :func:`upx_core.metrics.consistency_pairs`).
+``both_empty`` when both regions are empty; :func:`upx_core.method.metrics.consistency_pairs`).
 Images go in chunks; a stopped run resumes from the masks it stored.
 
     python benchmarks/trial_consistency.py --n 16 --out notebooks/results/trial-consistency
@@ -33,11 +33,11 @@ import pandas as pd
 import torch
 
 from upx_core import OptimConfig, load_image, load_model, optimize_masks, sample_path
-from upx_core.config import settings_grid
-from upx_core.equations import upsample_mask
-from upx_core.evaluation import select_images
-from upx_core.metrics import consistency_pairs, relative_improvement, undesirable_pixel_ratio
-from upx_core.provenance import provenance
+from upx_core.evaluation.protocol import select_images
+from upx_core.evaluation.provenance import provenance
+from upx_core.method.config import settings_grid
+from upx_core.method.equations import upsample_mask
+from upx_core.method.metrics import consistency_pairs, relative_improvement, undesirable_pixel_ratio
 
 THRESHOLD = 0.6
 JACOBGIL_NOISE = 0.045  # his std 0.2 on normalized inputs, times ImageNet's stds (~0.226)

@@ -14,7 +14,7 @@ import pytest
 # own import already holds some of both, so the probe reports what the one block added.
 PROBE = """
 import ctypes
-from upx_core.runtime import keep_freed_memory
+from upx_core.method.runtime import keep_freed_memory
 applied = keep_freed_memory()
 libc = ctypes.CDLL("libc.so.6")
 class Info(ctypes.Structure):

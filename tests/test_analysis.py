@@ -1,4 +1,4 @@
-"""The random-box control of upx_core.analysis: a hand-drawn box against boxes of the same size
+"""The random-box control of upx_core.book.analysis: a hand-drawn box against boxes of the same size
 placed at random on the same image, for a mask's share (box_shares, share_control) and for the
 target's change when only the box is blurred (blur_boxes, blur_control)."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from upx_core import OptimConfig, load_image, load_model, sample_path
-from upx_core.analysis import (
+from upx_core.book.analysis import (
     blur_boxes,
     blur_control,
     blur_region,

@@ -1,5 +1,5 @@
-"""Parameter grids (upx_core.config), the logit decomposition and consistency tables
-(upx_core.analysis), PNG rendering and the two explorers (upx_core.widgets)."""
+"""Parameter grids (upx_core.method.config), the logit decomposition and consistency tables
+(upx_core.book.analysis), PNG rendering and the two explorers (upx_core.book.widgets)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, optimize_masks, sample_path
-from upx_core.analysis import consistency_table, logit_decomposition, plot_logit_decomposition
-from upx_core.config import param_grid
-from upx_core.widgets import (
+from upx_core.book.analysis import consistency_table, logit_decomposition, plot_logit_decomposition
+from upx_core.book.widgets import (
     live_explorer,
     result_pictures,
     result_pngs,
@@ -19,6 +18,7 @@ from upx_core.widgets import (
     stored_result,
     tree_explorer,
 )
+from upx_core.method.config import param_grid
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = OptimConfig(iterations=2)

@@ -1,4 +1,4 @@
-"""The query-only optimizer (upx_core.blackbox) on a toy two-layer conv net, 32 x 32 images.
+"""The query-only optimizer (upx_core.method.blackbox) on a toy two-layer conv net, 32 x 32 images.
 
 The net's class 0 loses score for high-frequency content in the image's top-left quadrant, so
 blurring that quadrant (and nothing else) raises it: a known answer that the optimizer must find
@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks
-from upx_core.blackbox import optimize_masks_blackbox, smooth_basis, torch_predictor
-from upx_core.equations import blur, upsample_mask
-from upx_core.optimizer import initial_mask
-from upx_core.result import TERMS
+from upx_core.method.blackbox import optimize_masks_blackbox, smooth_basis, torch_predictor
+from upx_core.method.equations import blur, upsample_mask
+from upx_core.method.optimizer import initial_mask
+from upx_core.method.result import TERMS
 
 SIZE, HALF = 32, 16
 
@@ -210,7 +210,7 @@ def test_target_names_need_categories(net, image):
 
 
 def test_samples_for_budget_spends_the_budget_whole():
-    from upx_core.blackbox import samples_for_budget
+    from upx_core.method.blackbox import samples_for_budget
 
     # 2 + 200 x 2 x P <= queries: the CLI's 16000 buys 39 pairs (15602 queries), 4000 buys 9
     assert [samples_for_budget(q, 200) for q in (16000, 4000, 1000, 42, 3)] == [39, 9, 2, 1, 1]

@@ -19,7 +19,7 @@ import torch
 from test_blackbox import HALF, Hindered, found
 
 from upx_core import MaskSetting, OptimConfig
-from upx_core.blackbox import optimize_masks_blackbox
+from upx_core.method.blackbox import optimize_masks_blackbox
 
 
 class _ModelHandler(http.server.BaseHTTPRequestHandler):

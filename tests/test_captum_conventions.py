@@ -153,7 +153,7 @@ def test_what_torch_would_raise_is_a_one_line_message(model, crops):
 def test_class_names_must_be_the_classifiers_own():
     from torch import nn
 
-    from upx_core.models import Classifier
+    from upx_core.method.models import Classifier
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),

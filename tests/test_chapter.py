@@ -1,4 +1,5 @@
-"""upx_core.chapter (what every chapter starts with) and upx_core.claims (what it checks)."""
+"""upx_core.book.chapter (what every chapter starts with) and upx_core.book.claims (what it
+checks)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from upx_core import MaskSetting, OptimConfig, load_model
-from upx_core.chapter import (
+from upx_core.book.chapter import (
     as_list,
     changed_parameters,
     chapter_config,
@@ -17,7 +18,7 @@ from upx_core.chapter import (
     show_source,
     styled,
 )
-from upx_core.claims import ClaimError, Claims
+from upx_core.book.claims import ClaimError, Claims
 
 
 def test_as_list_reads_papermill_strings():
@@ -127,7 +128,7 @@ def test_glue_shows_nothing_and_glues_strings_without_quotes(monkeypatch):
     import sys
     import types
 
-    from upx_core.chapter import glue
+    from upx_core.book.chapter import glue
 
     glued = {}
     fake = types.ModuleType("myst_nb")
@@ -171,7 +172,7 @@ def test_a_readers_run_records_a_failed_claim_and_goes_on(tmp_path, capsys):
 def test_show_source_is_the_librarys_own_code():
     import inspect
 
-    from upx_core.equations import fntc_penalty, ftc_penalty
+    from upx_core.method.equations import fntc_penalty, ftc_penalty
 
     text = show_source(ftc_penalty, fntc_penalty).data
     assert text.startswith("```python\ndef ftc_penalty(") and text.endswith("\n```")

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from upx_core.cli import build_parser, main
-from upx_core.config import AMP_DTYPES, FTC_FORMS, MODES, OBJECTIVES, REDUCTIONS
 from upx_core.data import sample_path
-from upx_core.evaluation import EVAL_MODES
-from upx_core.models import MODEL_NAMES
+from upx_core.evaluation.protocol import EVAL_MODES
+from upx_core.method.config import AMP_DTYPES, FTC_FORMS, MODES, OBJECTIVES, REDUCTIONS
+from upx_core.method.models import MODEL_NAMES
 
 FAST = ["--iterations", "4", "--no-progress"]
 
@@ -193,7 +193,7 @@ def test_evaluate_penalty_flags_reach_the_masks(tmp_path: Path, capsys) -> None:
 
 def test_evaluate_force_resume_reaches_the_run(tmp_path: Path, capsys) -> None:
     # EfficientNet-Lite0, F-TC, 2 iterations: image 3 is stored as if by other mask code
-    from upx_core.provenance import optimizer_version
+    from upx_core.evaluation.provenance import optimizer_version
 
     out, other = tmp_path / "e.csv", "sha256:000000000000"
     common = ["evaluate", "--modes", "ftc", "--iterations", "2", "--device", "cpu",
@@ -239,7 +239,7 @@ def test_every_flag_has_help_and_choices_come_from_the_constants() -> None:
         assert tuple(opts["--reduction"].choices) == REDUCTIONS
         assert tuple(opts["--ftc-form"].choices) == FTC_FORMS
         assert tuple(opts["--amp"].choices) == AMP_DTYPES
-    # the flags of the former ``python -m upx_core.evaluation``, under their names
+    # the flags of the former ``python -m upx_core.evaluation.protocol``, under their names
     assert ev["--images"] is ev["--data-root"] and ev["--no-progress"] is ev["--quiet"]
     for flag in ("--indices", "--random-weights", "--batch-size", "--channels-last", "--amp",
                  "--n", "--select-seed", "--batch-images", "--no-resume", "--force-resume",
@@ -270,7 +270,7 @@ def test_evaluate_parses_every_flag_into_the_run() -> None:
 def test_evaluate_records_every_run_flag_in_the_csv(tmp_path: Path) -> None:
     import torch
 
-    from upx_core.runtime import bf16_supported
+    from upx_core.method.runtime import bf16_supported
 
     out = tmp_path / "e.csv"
     data = os.environ["UPX_DATA_DIR"]
@@ -381,9 +381,9 @@ def test_importing_the_command_loads_no_torch() -> None:
 def test_the_method_imports_neither_torchvision_nor_matplotlib() -> None:
     # torchvision (for one blur and the class names) and matplotlib cost about 1.5 s of every
     # start; the optimizer needs neither, and plotting loads matplotlib when it draws
-    code = ("import sys, upx_core.equations, upx_core.models, upx_core.fold, "
-            "upx_core.optimizer, upx_core.plotting\n"
-            "from upx_core.models import class_index\n"
+    code = ("import sys, upx_core.method.equations, upx_core.method.models, upx_core.method.fold, "
+            "upx_core.method.optimizer, upx_core.plotting\n"
+            "from upx_core.method.models import class_index\n"
             "assert class_index('African elephant') == 386\n"
             "print(sorted(m for m in ('torchvision', 'matplotlib', 'timm') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -633,7 +633,7 @@ def test_explain_a_pytorch_model_file_with_its_preprocessing(tmp_path: Path, cap
     import torch
 
     from upx_core.data import load_image
-    from upx_core.models import Classifier
+    from upx_core.method.models import Classifier
 
     net, example = _tiny_network(), torch.rand(1, 3, 64, 64)
     path = tmp_path / ("net.pt2" if kind == "torch.export" else "net.pt")

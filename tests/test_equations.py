@@ -1,4 +1,4 @@
-"""Eq. 1-7 (upx_core.equations) and the per-mode loss of equations.loss_terms, on
+"""Eq. 1-7 (upx_core.method.equations) and the per-mode loss of equations.loss_terms, on
 hand-made tensors whose values are computed here by hand."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from upx_core.config import MODES, OptimConfig
-from upx_core.equations import (
+from upx_core.method.config import MODES, OptimConfig
+from upx_core.method.equations import (
     blur,
     blur_for,
     fntc_penalty,

@@ -18,17 +18,18 @@ import pytest
 import torch
 from torch import nn
 
-from upx_core import OptimConfig, load_image, load_model, provenance, sample_path
-from upx_core import evaluation as ev
+from upx_core import OptimConfig, load_image, load_model, sample_path
 from upx_core.data import sample_filenames
-from upx_core.evaluation import (
+from upx_core.evaluation import protocol as ev
+from upx_core.evaluation import provenance
+from upx_core.evaluation.protocol import (
     COLUMNS,
     random_mask_like,
     run_evaluation,
     select_images,
 )
-from upx_core.models import Classifier
-from upx_core.tables import summary_table
+from upx_core.evaluation.tables import summary_table
+from upx_core.method.models import Classifier
 
 DATA = Path(os.environ.get("UPX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared"
                            / "imagenet-samples"))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
-from upx_core.fold import CHECK_SIZE, fold_batchnorm
+from upx_core.method.fold import CHECK_SIZE, fold_batchnorm
 
 
 def _norms(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""upx_core.io: atomic files (always the old or the new one, readable like a plain file) and
+"""upx_core.files: atomic files (always the old or the new one, readable like a plain file) and
 output folders (written whole or not at all; ``force`` replaces only what upx wrote)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from upx_core.io import MARKER, atomic_directory, atomic_write_bytes, check_output_dir
+from upx_core.files import MARKER, atomic_directory, atomic_write_bytes, check_output_dir
 
 
 def test_atomic_write_bytes_replaces_whole_with_mode_0644(tmp_path):

@@ -25,13 +25,13 @@ import torch
 from torchvision.transforms.v2.functional import center_crop
 
 from upx_core import MaskSetting, OptimConfig, load_image, optimize_masks, sample_path
-from upx_core.chapter import chapter_config
+from upx_core.book.chapter import chapter_config
 from upx_core.cli import _config, build_parser
-from upx_core.config import EXPLAIN_OBJECTIVE
-from upx_core.equations import blur, perturb, upsample_mask
-from upx_core.evaluation import run_evaluation
-from upx_core.metrics import consistency, relative_improvement, undesirable_pixel_ratio
-from upx_core.runtime import perturbed_probs
+from upx_core.evaluation.protocol import run_evaluation
+from upx_core.method.config import EXPLAIN_OBJECTIVE
+from upx_core.method.equations import blur, perturb, upsample_mask
+from upx_core.method.metrics import consistency, relative_improvement, undesirable_pixel_ratio
+from upx_core.method.runtime import perturbed_probs
 
 WOOL = 911  # the "wool" sample image; the model's top class for it is the Christmas stocking
 CHRISTMAS_STOCKING = 496

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from upx_core.metrics import consistency, phi, relative_improvement, undesirable_pixel_ratio
+from upx_core.method.metrics import consistency, phi, relative_improvement, undesirable_pixel_ratio
 
 
 def test_relative_improvement_hand_values():
@@ -130,7 +130,7 @@ def test_consistency_skips_constant_pairs_and_counts_two_empty_regions_as_agreei
 
 
 def test_consistency_pairs_leave_undefined_pairs_undefined_and_flag_both_empty():
-    from upx_core.metrics import consistency_pairs
+    from upx_core.method.metrics import consistency_pairs
 
     a, b = _hand_masks()
     empty = torch.ones_like(a)  # M' = 1 everywhere: nothing blurred, a constant map
@@ -155,7 +155,7 @@ def test_consistency_needs_two_trials():
 def test_found_mask_needs_a_pixel_past_the_threshold_and_a_real_gain():
     import pandas as pd
 
-    from upx_core.metrics import FOUND_PHI, found_mask
+    from upx_core.method.metrics import FOUND_PHI, found_mask
 
     assert FOUND_PHI == 10.0
     ratio = torch.tensor([0.0, 0.01, 0.01, 0.0])

@@ -12,7 +12,7 @@ from torch import nn
 
 from upx_core import Classifier, MaskSetting, OptimConfig, class_index, load_model, optimize_masks
 from upx_core.data import load_image, sample_path
-from upx_core.models import (
+from upx_core.method.models import (
     MODEL_NAMES,
     efficientnet_lite_weights_path,
     imagenet_categories,

@@ -121,7 +121,7 @@ def test_chapters_hide_their_code_and_caption_their_figures():
 # Every "Try this" suggestion of these chapters runs (issue 27): each bullet's `name = value`
 # assignments, read from the chapter's own "## Try this" section, on top of its tiny parameters.
 # At 100+ iterations a reader's changed parameters would note a failed claim, not raise it
-# (Claims(strict=False), upx_core.chapter.changed_parameters).
+# (Claims(strict=False), upx_core.book.chapter.changed_parameters).
 TRY_THIS_CHAPTERS = ("01_perturbation", "02_objective", "03_ftc_fntc", "04_elephants",
                      "05_ski_chocolate", "06_abaya")
 

@@ -1,4 +1,4 @@
-"""ONNX Runtime as a black box (upx_core.onnxbox): export, query, explain, refuse bad files.
+"""ONNX Runtime as a black box (upx_core.method.onnxbox): export, query, explain, refuse bad files.
 
 The toy net of test_blackbox (class 0 hindered by its top-left quadrant) runs through a real
 ONNX Runtime session; one test exports the real EfficientNet-Lite0 and compares its outputs
@@ -13,9 +13,9 @@ import torch
 from test_blackbox import SIZE, Hindered
 
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, sample_path
-from upx_core.blackbox import optimize_masks_blackbox, torch_predictor
-from upx_core.models import Classifier
-from upx_core.onnxbox import export_onnx, onnx_predictor
+from upx_core.method.blackbox import optimize_masks_blackbox, torch_predictor
+from upx_core.method.models import Classifier
+from upx_core.method.onnxbox import export_onnx, onnx_predictor
 
 pytest.importorskip("onnxruntime")
 # std near 1 keeps the toy net's calibration (p_0 about 0.2 clean); the mean shift and the std

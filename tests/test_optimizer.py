@@ -1,5 +1,5 @@
 """The batched mask optimizer on the real EfficientNet-Lite0 and real sample images, and the
-validation of its hyperparameters (upx_core.config).
+validation of its hyperparameters (upx_core.method.config).
 
 Runs use 80 x 80 center crops (conftest.crops) and a few iterations. What the method is for
 (a real gain through a non-empty mask, each mode's defining property) is in test_method.py.
@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks, settings_grid
-from upx_core.equations import blur, blur_for, median_blur, perturb, tv_norm, upsample_mask
-from upx_core.optimizer import _noise, initial_mask, noise_generators
-from upx_core.result import TERMS
-from upx_core.runtime import perturbed_probs
+from upx_core.method.equations import blur, blur_for, median_blur, perturb, tv_norm, upsample_mask
+from upx_core.method.optimizer import _noise, initial_mask, noise_generators
+from upx_core.method.result import TERMS
+from upx_core.method.runtime import perturbed_probs
 
 INDIAN_ELEPHANT, AFRICAN_ELEPHANT = 385, 386
 CROP = 80  # conftest.crops
@@ -544,7 +544,7 @@ def test_bf16_runs_the_classifier_in_bfloat16_on_a_cpu_that_has_it_and_is_refuse
     """``amp="bf16"`` on the CPU: the convolutions see bfloat16 where the CPU computes it
     natively (the logits move by bfloat16 rounding, not more); a CPU without it is refused
     before any work, since autocast there would emulate bfloat16 slower than float32."""
-    from upx_core.runtime import bf16_supported, forward
+    from upx_core.method.runtime import bf16_supported, forward
 
     cfg = OptimConfig(amp="bf16")
     if not bf16_supported(torch.device("cpu")):

@@ -12,8 +12,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks
-from upx_core import optimizer as opt_mod
-from upx_core.runtime import batch_from_memory, channels_last_weights, suggest_batch_size
+from upx_core.method import optimizer as opt_mod
+from upx_core.method.runtime import batch_from_memory, channels_last_weights, suggest_batch_size
 
 # Calls that make the host wait for a CUDA device (a tensor read back, or a tensor built from
 # host data, which torch copies synchronously).

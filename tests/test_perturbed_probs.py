@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from upx_core import OptimConfig
-from upx_core.equations import blur, perturb
-from upx_core.runtime import perturbed_probs
+from upx_core.method.equations import blur, perturb
+from upx_core.method.runtime import perturbed_probs
 
 
 def tiny() -> nn.Module:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from upx_core import provenance, store
-from upx_core.evaluation import EVAL_MODES
+import upx_core
+from upx_core.evaluation import provenance, store
+from upx_core.evaluation.protocol import EVAL_MODES
 
 
 def rows(image_modes, **run) -> pd.DataFrame:
@@ -111,16 +112,16 @@ def test_add_rows_refuses_rows_another_version_wrote_meanwhile_unless_forced(tmp
 
 
 def _load_provenance(package: Path):
-    # provenance.py imports nothing relative: load this copy's own module
+    # provenance.py imports nothing relative at the top: load this copy's own module
     spec = importlib.util.spec_from_file_location(f"prov_{package.parent.name}",
-                                                  package / "provenance.py")
+                                                  package / "evaluation" / "provenance.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_optimizer_version_follows_the_mask_modules_not_the_commit(tmp_path):
-    package = Path(store.__file__).parent
+def test_optimizer_version_follows_the_method_folder_not_the_commit(tmp_path):
+    package = Path(upx_core.__file__).parent
     here = provenance.optimizer_version()
     assert re.fullmatch(r"sha256:[0-9a-f]{12}", here)
     assert here == provenance.optimizer_version()
@@ -128,25 +129,32 @@ def test_optimizer_version_follows_the_mask_modules_not_the_commit(tmp_path):
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
     prov = _load_provenance(copy)
     assert prov.optimizer_version() == here  # the same source anywhere, in git or not
-    (copy / "tables.py").write_text("# an unrelated edit\n")
+    (copy / "evaluation" / "tables.py").write_text("# an unrelated edit\n")
+    (copy / "cli.py").write_text("# an unrelated edit\n")
     assert prov.optimizer_version() == here
-    # the modules that decide a mask's numbers, named here so a module dropped from the hash
-    # is caught
-    for name in ("equations.py", "optimizer.py", "runtime.py", "fold.py", "models.py",
-                 "config.py", "metrics.py"):
-        path = copy / name
+    # every module of method/ counts, the ones that decide a mask's numbers named here so that
+    # a module dropped from the hash is caught, and a new module counts without being listed
+    method = copy / "method"
+    names = sorted(p.name for p in method.glob("*.py"))
+    assert {"equations.py", "optimizer.py", "runtime.py", "fold.py", "models.py", "config.py",
+            "metrics.py"} <= set(names)
+    for name in names:
+        path = method / name
         text = path.read_text()
         path.write_text(text + "\n# an edit\n")
         assert prov.optimizer_version() != here, name
         path.write_text(text)
     assert prov.optimizer_version() == here
+    (method / "new_estimator.py").write_text("# a new module\n")
+    assert prov.optimizer_version() != here
+    (method / "new_estimator.py").unlink()
     seg = prov.segment()
     assert seg["optimizer_version"] == here
     assert seg["git_commit"] == "unknown"  # tmp_path is no git checkout
 
 
 def test_a_csv_written_before_fntc_norm_existed_reads_as_the_abs_norm(tmp_path):
-    from upx_core.store import COLUMNS, read_rows
+    from upx_core.evaluation.store import COLUMNS, read_rows
 
     old = tmp_path / "old.csv"
     row = {c: 0 for c in COLUMNS if c != "fntc_norm"}

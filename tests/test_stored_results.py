@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from upx_core.tables import bootstrap_interval, interval_table, paired_runs
+from upx_core.evaluation.tables import bootstrap_interval, interval_table, paired_runs
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 SWEEP = RESULTS / "interpretation-sweep-readings-cpu-2026-11-29_per_image.csv"

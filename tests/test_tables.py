@@ -1,5 +1,6 @@
-"""The chapters' tables and regions (upx_core.analysis, upx_core.tables), the results folder
-(upx_core.chapter) and stored-result files (upx_core.provenance)."""
+"""The chapters' tables and regions (upx_core.book.analysis, upx_core.evaluation.tables), the
+results folder (upx_core.book.chapter) and stored-result files
+(upx_core.evaluation.provenance)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import pytest
 import torch
 
 from upx_core import MaskSetting, OptimConfig, UPXResult
-from upx_core.analysis import BEFORE, blur_region, box_region, probability_table, region_share
-from upx_core.chapter import find_results_dir
-from upx_core.provenance import load_results, provenance, save_results
-from upx_core.tables import (
+from upx_core.book.analysis import BEFORE, blur_region, box_region, probability_table, region_share
+from upx_core.book.chapter import find_results_dir
+from upx_core.evaluation.provenance import load_results, provenance, save_results
+from upx_core.evaluation.tables import (
     bootstrap_interval,
     bracket_highest,
     interval_table,
@@ -115,7 +116,7 @@ def test_box_region_and_region_share():
 def test_blur_region_only_changes_the_region():
     from torch import nn
 
-    from upx_core.models import Classifier
+    from upx_core.method.models import Classifier
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5))
@@ -252,7 +253,7 @@ def _run(values: dict[int, tuple[float, float, float]], mode: str = "ftc") -> pd
 
 
 def test_paired_runs_compares_two_runs_on_the_images_they_share_only():
-    from upx_core.tables import paired_runs
+    from upx_core.evaluation.tables import paired_runs
 
     a = _run({1: (0.5, 40.0, 0.01), 2: (0.5, 30.0, 0.0), 3: (0.5, 99.0, 0.0)})
     b = _run({1: (0.5, 10.0, 0.01), 2: (0.5, 35.0, 0.0), 4: (0.5, -50.0, 0.0)})
@@ -267,7 +268,7 @@ def test_paired_runs_compares_two_runs_on_the_images_they_share_only():
 
 
 def test_by_confidence_strata_shares_and_means():
-    from upx_core.tables import by_confidence
+    from upx_core.evaluation.tables import by_confidence
 
     df = _run({1: (0.1, 80.0, 0.02), 2: (0.2, 60.0, 0.0), 3: (0.95, 4.0, 0.0),
                4: (1.0, 0.0, 0.0), 5: (0.3, 50.0, 0.01)})
@@ -280,7 +281,7 @@ def test_by_confidence_strata_shares_and_means():
 
 
 def test_ratio_summary_separates_the_empty_masks():
-    from upx_core.tables import ratio_summary
+    from upx_core.evaluation.tables import ratio_summary
 
     df = pd.concat([_run({1: (0.5, 1, 0.0), 2: (0.5, 1, 0.02), 3: (0.5, 1, 0.04),
                           4: (0.5, 1, 0.0)}),
@@ -295,7 +296,7 @@ def test_ratio_summary_separates_the_empty_masks():
 
 
 def test_run_label_says_model_objective_and_images_in_words():
-    from upx_core.tables import run_label
+    from upx_core.evaluation.tables import run_label
 
     df = _run({1: (0.5, 1, 0.0), 2: (0.5, 1, 0.0)}).assign(model="efficientnet_lite1",
                                                            objective="log_prob")
@@ -303,7 +304,7 @@ def test_run_label_says_model_objective_and_images_in_words():
 
 
 def test_readings_table_one_row_per_reading_trials_averaged_first():
-    from upx_core.tables import readings_table
+    from upx_core.evaluation.tables import readings_table
 
     rows = pd.DataFrame([
         # F-NTC, squared norm, gamma 1: image 1 over two trials (phi 10 and 30), image 2 one

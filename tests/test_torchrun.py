@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from upx_core import OptimConfig, load_model
-from upx_core.evaluation import run_evaluation
+from upx_core.evaluation.protocol import run_evaluation
 
 DATA = Path(os.environ.get("UPX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared"
                            / "imagenet-samples"))

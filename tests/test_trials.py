@@ -1,4 +1,4 @@
-"""upx_core.trials: the agreement of trials, summarized and paired over images."""
+"""upx_core.evaluation.trials: the agreement of trials, summarized and paired over images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from upx_core.trials import agreement_paired, agreement_summary
+from upx_core.evaluation.trials import agreement_paired, agreement_summary
 
 NAN = float("nan")
 

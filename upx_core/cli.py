@@ -28,7 +28,7 @@ CLI_WORDS = {" (force_resume=True)": "", "resume=False": "--no-resume", "out_csv
 
 def _add_hyperparameters(p: argparse.ArgumentParser, objective: str | None = None) -> None:
     """The paper's hyperparameters as flags; ``objective`` overrides the --objective default."""
-    from .config import (
+    from .method.config import (
         FNTC_NORMS,
         FTC_FORMS,
         MODEL_NAMES,
@@ -83,7 +83,7 @@ def _add_hyperparameters(p: argparse.ArgumentParser, objective: str | None = Non
 
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
-    from .config import AMP_DTYPES
+    from .method.config import AMP_DTYPES
 
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto",
@@ -102,7 +102,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .config import EVAL_MODES, EXPLAIN_OBJECTIVE, MODES
+    from .method.config import EVAL_MODES, EXPLAIN_OBJECTIVE, MODES
 
     parser = argparse.ArgumentParser(
         prog="upx", description="Undesirable pixels: the pixels whose blur raises a class.")
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hyperparameters(ex, objective=EXPLAIN_OBJECTIVE)
     _add_runtime(ex)
     bb = ex.add_argument_group(
-        "black box: a model you can only query (no gradient; upx_core.blackbox)")
+        "black box: a model you can only query (no gradient; upx_core.method.blackbox)")
     bb.add_argument("--black-box", action="store_true",
                     help="optimize from --model's outputs alone, run under inference_mode")
     bb.add_argument("--onnx", default=None, metavar="MODEL.onnx",
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args):
-    from .config import OptimConfig
+    from .method.config import OptimConfig
 
     return OptimConfig(
         iterations=args.iterations, lr=args.lr, mask_size=args.mask_size, sigma=args.sigma,
@@ -212,7 +212,7 @@ def _image_path(spec: str) -> Path:
 
 def explain(args) -> int:
     from .cli_models import black_box, check_model_flags
-    from .config import MODEL_NAMES, MaskSetting
+    from .method.config import MODEL_NAMES, MaskSetting
 
     # Everything a user can get wrong is checked here, before the model loads and optimizes;
     # the checks that need no torch come first, so a typo is answered before torch imports.
@@ -232,18 +232,18 @@ def explain(args) -> int:
         raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
     check_model_flags(args)
     if not args.image.startswith("sample:"):
-        from .io import check_image_file
+        from .files import check_image_file
 
         check_image_file(args.image)  # before torch loads: a typo is answered at once
 
     # What follows imports torch and builds the model (seconds): say so at once, not after.
     _status(args, f"loading {args.onnx or args.model_file or args.model} ...")
     from .data import check_min_size, load_image, open_rgb
-    from .io import check_output_dir
-    from .models import class_index, load_model, load_model_file
-    from .optimizer import optimize_masks
+    from .files import check_output_dir
+    from .method.models import class_index, load_model, load_model_file
+    from .method.optimizer import optimize_masks
+    from .method.runtime import keep_freed_memory, resolve_device
     from .report import write_explanation
-    from .runtime import keep_freed_memory, resolve_device
 
     keep_freed_memory()
     device = resolve_device(args.device)
@@ -275,8 +275,8 @@ def explain(args) -> int:
 
 
 def export_onnx_command(args) -> int:
-    from .models import load_model
-    from .onnxbox import export_onnx
+    from .method.models import load_model
+    from .method.onnxbox import export_onnx
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -291,13 +291,13 @@ def evaluate(args) -> int:
     import pandas as pd
 
     from .data import data_dir
-    from .distributed import env_world
-    from .evaluation import run_evaluation, select_images
-    from .io import check_output_file
-    from .models import load_model
-    from .runtime import keep_freed_memory, resolve_device
-    from .store import read_rows
-    from .tables import summary_table
+    from .evaluation.distributed import env_world
+    from .evaluation.protocol import run_evaluation, select_images
+    from .evaluation.store import read_rows
+    from .evaluation.tables import summary_table
+    from .files import check_output_file
+    from .method.models import load_model
+    from .method.runtime import keep_freed_memory, resolve_device
 
     keep_freed_memory()
 

@@ -30,14 +30,14 @@ def check_model_flags(args) -> None:
 def black_box(args, config, settings) -> tuple:
     """``upx explain --black-box`` / ``--onnx``: the predictor (with its sizes and classes), the
     query-only optimizer on it, and what result.json records of it."""
-    from .blackbox import optimize_masks_blackbox, samples_for_budget, torch_predictor
-    from .models import load_model
+    from .method.blackbox import optimize_masks_blackbox, samples_for_budget, torch_predictor
+    from .method.models import load_model
 
     queries = 16000 if args.queries is None else args.queries
     if queries < 1:
         raise ValueError(f"--queries must be a positive integer, got {queries}")
     if args.onnx:
-        from .onnxbox import onnx_predictor
+        from .method.onnxbox import onnx_predictor
 
         predict = onnx_predictor(args.onnx, mean=args.mean, std=args.std, strict=True,
                                  input_size=args.input_size, outputs=args.outputs)

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
-from .io import check_image_file
+from .files import check_image_file
 
 __all__ = [
     "DATA_DIR_ENV",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .result import UPXResult
+from .method.result import UPXResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

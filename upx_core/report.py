@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_directory
-from .metrics import consistency, relative_improvement, undesirable_pixel_ratio
+from .files import atomic_directory
+from .method.metrics import consistency, relative_improvement, undesirable_pixel_ratio
+from .method.result import UPXResult
 from .plotting import explanation_grid, heatmap_figure, to_numpy_image
-from .result import UPXResult
 
 __all__ = ["write_explanation", "MODE_WORDS", "FOLDER_README"]
 
@@ -38,7 +38,7 @@ mask.npy         the optimized masks as a NumPy array [trials, {m}, {m}], one pe
                  mask's own {m} x {m} resolution: 1 keeps a pixel, 0 replaces it by its blur
                  (the paper's M). The pictures and upx_core's attribute() show the opposite,
                  1 - M', at the image's {h} x {w} pixels: upsample with
-                 upx_core.equations.upsample_mask and subtract from 1 to get them.
+                 upx_core.method.equations.upsample_mask and subtract from 1 to get them.
 heatmap.png      how strongly each pixel is blurred (1 - M', high = undesirable) over the image.
 perturbed.png    the image with its undesirable pixels blurred (first trial).
 explanation.png  every trial: the undesirable pixels over the image, and the blurred image.
@@ -83,7 +83,7 @@ def write_explanation(result: UPXResult, image, args, path: Path, out: Path, wal
                  if len(settings) > 1 else None)
     if agreement is not None and empty:
         agreement["iou"] = None  # two empty regions are not a perfect agreement: IoU says nothing
-    from .provenance import git_commit
+    from .evaluation.provenance import git_commit
 
     summary.update({
         "upx_version": upx_version(),

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-# The built-in classifiers (upx_core.models.load_model); here, not in models, so that the
+# The built-in classifiers (upx_core.method.models.load_model); here, not in models, so that the
 # command line can list them without importing torch.
 EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 MODEL_NAMES = (*EFFICIENTNET_LITE, "resnet18", "vgg19")
@@ -112,7 +112,7 @@ class OptimConfig:
     is the paper's literal sum (784x larger for a 28 x 28 mask at the same lambdas).
     objective: ``prob`` optimizes f_k as a softmax probability (the paper's text); ``log_prob``
     its logarithm; ``logit`` the pre-softmax score y_k (fntc: the log-sum-exp of the other
-    logits; see :func:`upx_core.equations.loss_terms`). ``init_noise``: 0 starts every trial
+    logits; see :func:`upx_core.method.equations.loss_terms`). ``init_noise``: 0 starts every trial
     at M = 1 (no perturbation), so all trials coincide (unless ``perturb_noise`` > 0); > 0
     makes trials differ by their seeded random start.
     amp: ``"bf16"`` runs the classifier under bfloat16 autocast on CUDA or on a CPU with native
@@ -121,11 +121,11 @@ class OptimConfig:
     fntc_norm: Eq. 6's norm of the target logit's shift dy_k, ``abs`` (|dy_k|, the L2 norm of a
     scalar, whose slope gamma at dy_k = 0 is a wall the target's own gain must climb) or
     ``squared`` (dy_k^2, the squared L2 norm, flat at dy_k = 0; see
-    :func:`upx_core.equations.fntc_penalty`).
+    :func:`upx_core.method.equations.fntc_penalty`).
     ``check_every``: how often the loop looks for NaN/Inf (a host-device sync on CUDA).
     ``fold_batchnorm``: optimize through a copy of the classifier with its eval-mode batch norms
     folded into their convolutions (same function, faster; see
-    :func:`upx_core.fold.fold_batchnorm`).
+    :func:`upx_core.method.fold.fold_batchnorm`).
 
     Readings of Fong & Vedaldi's mask as jacobgil's pytorch-explain-black-box implements it
     (the defaults keep the paper's): ``perturb_noise``, the standard deviation of Gaussian
@@ -134,9 +134,9 @@ class OptimConfig:
     channel stds); each mask draws it from its own CPU generator seeded by its trial seed, so
     it does not depend on the batch, and with noise the trials from M = 1 differ too (a
     different meaning of "trial"). The final probabilities are measured without noise.
-    ``tv_root=False`` takes TV without the 1/beta root (:func:`upx_core.equations.tv_norm`).
+    ``tv_root=False`` takes TV without the 1/beta root (:func:`upx_core.method.equations.tv_norm`).
     ``blur``: h(X) as the Gaussian blur (``"gaussian"``) or the mean of it and a median blur
-    of the same kernel size (``"gaussian+median"``, :func:`upx_core.equations.blur_for`).
+    of the same kernel size (``"gaussian+median"``, :func:`upx_core.method.equations.blur_for`).
     """
 
     iterations: int = 200

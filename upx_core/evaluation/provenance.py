@@ -20,14 +20,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-__all__ = ["hardware", "git_commit", "MASK_MODULES", "optimizer_version", "segment",
+__all__ = ["hardware", "git_commit", "MASK_FOLDER", "optimizer_version", "segment",
            "provenance", "save_results", "load_results"]
 
-# The modules whose code decides a mask's numbers: the equations, their optimization, the
-# forward passes, BatchNorm folding, the classifiers and their weights, the settings and the
-# metrics stored beside the masks.
-MASK_MODULES = ("equations.py", "optimizer.py", "runtime.py", "fold.py", "models.py",
-                "config.py", "metrics.py")
+# The folder whose code decides a mask's numbers: the equations, their optimization, the forward
+# passes, BatchNorm folding, the classifiers and their weights, the settings and the metrics
+# stored beside the masks. A new module there is hashed without anyone listing it.
+MASK_FOLDER = "method"
 
 
 def hardware() -> str:
@@ -62,7 +61,8 @@ def git_commit(repo: str | os.PathLike | None = None) -> str | None:
 
 def optimizer_version() -> str:
     """A short, stable name of the code that computes the masks: ``sha256:`` and the first 12
-    hex digits of the SHA-256 of the :data:`MASK_MODULES`' source, read now from this package.
+    hex digits of the SHA-256 of the source of every module in :data:`MASK_FOLDER` (``method/``),
+    read now from this package.
 
     A resumed evaluation must not mix rows computed by different code under one CSV, and the
     commit cannot decide that: it changes with every unrelated edit (a README, a chapter, a
@@ -73,9 +73,9 @@ def optimizer_version() -> str:
     keeps a plain ``pd.read_csv`` from reading a digits-only (or ``123e4...``) hash as a number.
     """
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    for name in MASK_MODULES:
-        digest.update(name.encode() + b"\0" + (package / name).read_bytes() + b"\0")
+    folder = Path(__file__).resolve().parents[1] / MASK_FOLDER
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return "sha256:" + digest.hexdigest()[:12]
 
 
@@ -105,7 +105,7 @@ def save_results(df: pd.DataFrame, path: str | os.PathLike, meta: dict) -> tuple
     table."""
     # imported here: the module imports nothing relative at the top, so that a copy of the
     # package can load it alone to compute that copy's optimizer_version (tests/test_store.py)
-    from .io import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

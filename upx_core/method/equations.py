@@ -260,7 +260,7 @@ def loss_terms(
     log sum_{i != k} f_i); with ``"logit"`` f_k becomes the pre-softmax score y_k and
     sum_{i != k} f_i becomes LSE_{i != k} y_i, the log-sum-exp of the other logits (log_prob's
     terms without the normalizer log sum_i exp(y_i)). ``config.tv_root`` picks TV's form
-    (:func:`tv_norm`). Returns ``[N]`` tensors named as :data:`upx_core.result.TERMS`:
+    (:func:`tv_norm`). Returns ``[N]`` tensors named as :data:`upx_core.method.result.TERMS`:
     ``f_term`` (the first term), ``tv`` and ``l1`` (R_M's two norms, unweighted), ``r_factors``
     (R_F-TC or R_F-NTC, zero for the other modes), ``total`` and ``prob`` (f_k(Q)).
     """

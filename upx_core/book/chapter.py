@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import MaskSetting, OptimConfig
-from .data import load_image, sample_path
+from ..data import load_image, sample_path
+from ..method.config import MaskSetting, OptimConfig
 
 __all__ = [
     "as_list",
@@ -175,7 +175,7 @@ def changed_parameters(values: Mapping, book: Mapping) -> list[str]:
     """The names whose value in ``values`` differs from the book's run (``book``), in order.
 
     A chapter's claims are strict in the book's own run and only recorded in a reader's
-    (:class:`upx_core.claims.Claims`'s ``strict``). A value compares as the chapter reads it:
+    (:class:`upx_core.book.claims.Claims`'s ``strict``). A value compares as the chapter reads it:
     against a list, through :func:`as_list` (papermill passes ``"[0, 1]"``); against a dict,
     JSON text is parsed (``-p hyperparameters '{}'``). A name missing from ``values`` counts as
     changed.

@@ -20,15 +20,15 @@ from torch import nn
 try:
     import ipywidgets as widgets
 except ImportError as err:  # pragma: no cover
-    raise ImportError("upx_core.widgets needs ipywidgets: pip install 'upx[book]'") from err
+    raise ImportError("upx_core.book.widgets needs ipywidgets: pip install 'upx[book]'") from err
 
-from .config import MODES, MaskSetting, OptimConfig, ParamGrid
-from .equations import blur_for, perturb, upsample_mask
-from .metrics import undesirable_pixel_ratio
-from .optimizer import optimize_masks
-from .plotting import show_explanation
-from .report import notes
-from .result import UPXResult
+from ..method.config import MODES, MaskSetting, OptimConfig, ParamGrid
+from ..method.equations import blur_for, perturb, upsample_mask
+from ..method.metrics import undesirable_pixel_ratio
+from ..method.optimizer import optimize_masks
+from ..method.result import UPXResult
+from ..plotting import show_explanation
+from ..report import notes
 
 __all__ = ["figure_png", "result_pngs", "result_pictures", "stored_result", "static_explorer",
            "tree_explorer", "LiveExplorer", "live_explorer"]
@@ -287,7 +287,7 @@ class LiveExplorer(widgets.VBox):
     def __init__(self, model: nn.Module, image: torch.Tensor, target=None,
                  iterations: int = 50, setting: MaskSetting | None = None,
                  config: OptimConfig | None = None, device: str = "cpu") -> None:
-        from .models import class_index, imagenet_categories
+        from ..method.models import class_index, imagenet_categories
 
         self.model = model
         self.image = image if image.dim() == 3 else image[0]

@@ -29,7 +29,8 @@ class UPXResult:
     perturbed: Q(X; M', h), ``[B, K, 3, H, W]``, when the run kept them.
     config and settings: everything needed to run it again.
     queries: forward evaluations each mask used, ``[B, K]``, from the query-only optimizer
-    (:func:`upx_core.blackbox.optimize_masks_blackbox`); ``None`` from the gradient optimizer.
+    (:func:`upx_core.method.blackbox.optimize_masks_blackbox`); ``None`` from the gradient
+    optimizer.
     """
 
     config: OptimConfig

@@ -1,9 +1,10 @@
 """Where and how the classifier runs: the device, the model's flags and memory layout for the
 duration of a call, the batch that fits a GPU, and the forward pass every part of upx shares.
 
-The optimizer (``optimizer.py``), the evaluation protocol (``evaluation.py``), the chapters'
-region tools (``analysis.py``) and the benchmarks run the model through :func:`forward` and
-:func:`perturbed_probs`, so a precision or memory-format option reaches all of them alike.
+The optimizer (``optimizer.py``), the evaluation protocol (``evaluation/protocol.py``), the
+chapters' region tools (``book/analysis.py``) and the benchmarks run the model through
+:func:`forward` and :func:`perturbed_probs`, so a precision or memory-format option reaches all of
+them alike.
 """
 
 from __future__ import annotations

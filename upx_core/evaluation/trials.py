@@ -2,7 +2,7 @@
 Fig. 3).
 
 The rows are pairs of trials of one image and mode, as
-:func:`upx_core.metrics.consistency_pairs` gives them (``pearson``, ``iou``, ``both_empty``)
+:func:`upx_core.method.metrics.consistency_pairs` gives them (``pearson``, ``iou``, ``both_empty``)
 with the ``image_index`` and ``mode`` (and any grouping columns such as ``reading``). A pair of
 two empty regions has no IoU and is counted apart: two masks that found nothing agree on nothing.
 """

@@ -2,10 +2,10 @@
 undesirable pixels (Table 2), over a seeded random selection of the ImageNet sample images.
 
 One row per (image, mode, seed). The target of every mask is h, the clean image's top class,
-as Eq. 8 defines it. Images go through :func:`~upx_core.optimizer.optimize_masks` in batches of
-``batch_images`` images x all (mode, seed) settings. With ``out_csv`` every batch is written
-atomically through :mod:`upx_core.store`, so a crash leaves either the previous or the new file,
-never half a row; a restarted run skips the (image, mode, seed) rows already there.
+as Eq. 8 defines it. Images go through :func:`~upx_core.method.optimizer.optimize_masks` in batches
+of ``batch_images`` images x all (mode, seed) settings. With ``out_csv`` every batch is written
+atomically through :mod:`upx_core.evaluation.store`, so a crash leaves either the previous or the
+new file, never half a row; a restarted run skips the (image, mode, seed) rows already there.
 
 Mode ``random`` is a baseline without optimization: for each image and seed, the learned F-TC
 mask's values are moved to random places. The pixels of the upsampled mask M' are ranked by a
@@ -33,15 +33,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..data import load_image, sample_filenames, sample_path
+from ..method.config import EVAL_MODES, MaskSetting, OptimConfig
+from ..method.equations import upsample_mask
+from ..method.metrics import relative_improvement, undesirable_pixel_ratio
+from ..method.optimizer import optimize_masks
+from ..method.runtime import on_device, perturbed_probs
 from . import store
-from .config import EVAL_MODES, MaskSetting, OptimConfig
-from .data import load_image, sample_filenames, sample_path
 from .distributed import process_group
-from .equations import upsample_mask
-from .metrics import relative_improvement, undesirable_pixel_ratio
-from .optimizer import optimize_masks
 from .provenance import segment
-from .runtime import on_device, perturbed_probs
 from .store import COLUMNS, RUN_COLUMNS, part_path
 
 __all__ = [
@@ -180,7 +180,7 @@ def run_evaluation(
 ) -> pd.DataFrame:
     """Evaluate every (image, mode, seed) of the protocol; one DataFrame row each.
 
-    model: a :class:`~upx_core.models.Classifier` (or a name for :func:`load_model`).
+    model: a :class:`~upx_core.method.models.Classifier` (or a name for :func:`load_model`).
     image_indices: sample-image class indices (see :func:`select_images`).
     modes: any of ``baseline``, ``ftc``, ``fntc``, ``deletion`` and ``random`` (needs ``ftc``).
     seeds: the trials; each (mode, seed) is one :class:`MaskSetting`.
@@ -200,7 +200,7 @@ def run_evaluation(
     Returns the rows of the requested (image, mode, seed) keys, sorted by them; under torchrun,
     rank 0 returns all of them and the other ranks their own shard.
     """
-    from .models import load_model
+    from ..method.models import load_model
 
     config = config or OptimConfig()
     modes = _check_modes(modes)

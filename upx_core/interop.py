@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import EXPLAIN_OBJECTIVE, MaskSetting, OptimConfig
-from .models import MODEL_OUTPUTS, Classifier
-from .optimizer import optimize_masks
-from .result import UPXResult
+from .method.config import EXPLAIN_OBJECTIVE, MaskSetting, OptimConfig
+from .method.models import MODEL_OUTPUTS, Classifier
+from .method.optimizer import optimize_masks
+from .method.result import UPXResult
 
 __all__ = ["UndesirablePixels", "quantus_explain_func"]
 
@@ -47,7 +47,7 @@ class UndesirablePixels:
         commutes with Eq. 1).
     outputs: ``"logits"`` (default) or ``"probs"`` for a network with a softmax at its end
         (read through ``log p``; a network whose outputs are probabilities but declared as
-        logits is refused, see :func:`upx_core.models.check_network`).
+        logits is refused, see :func:`upx_core.method.models.check_network`).
     """
 
     def __init__(self, forward_func: nn.Module | Callable, mean: Sequence[float] | None = None,
@@ -91,7 +91,7 @@ class UndesirablePixels:
         ``options`` may set the per-mask weights ``lambda1``, ``lambda2``, ``beta``, ``gamma``
         and any :class:`OptimConfig` field (``iterations=50``, ``lr=...``), which override
         ``config``. Without ``config`` the objective is ``log_prob``
-        (:data:`upx_core.config.EXPLAIN_OBJECTIVE`): on the sample images it finds a mask for
+        (:data:`upx_core.method.config.EXPLAIN_OBJECTIVE`): on the sample images it finds a mask for
         about twice as many targets as the paper's probability (chapter 7); pass
         ``objective="prob"`` for the paper's literal objective.
         ``additional_forward_args`` (Captum's): passed after the images to every call of the

@@ -1,11 +1,11 @@
 """ONNX Runtime as a black box: export a classifier to ONNX, and query a session (issue 11).
 
 An ONNX file run by ONNX Runtime has no torch graph and no gradient: the query-only optimizer
-(:func:`upx_core.blackbox.optimize_masks_blackbox`) is the only way to explain it.
-:func:`export_onnx` writes a :class:`~upx_core.models.Classifier`'s network (normalized images
--> logits) with its preprocessing in the file's metadata, so that :func:`onnx_predictor` needs
-no flags for it; a user's own ``.onnx`` file needs the mean, std and input size it was trained
-with.
+(:func:`upx_core.method.blackbox.optimize_masks_blackbox`) is the only way to explain it.
+:func:`export_onnx` writes a :class:`~upx_core.method.models.Classifier`'s network
+(normalized images -> logits) with its preprocessing in the file's metadata, so that
+:func:`onnx_predictor` needs no flags for it; a user's own ``.onnx`` file needs the mean, std and
+input size it was trained with.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import new_file_mode
 from .blackbox import OUTPUTS, Predict
-from .io import new_file_mode
 from .models import Classifier, imagenet_categories, looks_like_probabilities
 
 __all__ = ["export_onnx", "onnx_predictor"]

@@ -1,18 +1,19 @@
 """The evaluation's results on disk: one resumable CSV of rows keyed by (image, mode, seed).
 
 Its one job is to keep those rows safe and consistent between runs. Every write replaces the
-whole file atomically (:func:`upx_core.io.atomic_write_bytes`), so a crash leaves the previous
+whole file atomically (:func:`upx_core.files.atomic_write_bytes`), so a crash leaves the previous
 or the new file, never half a row; a resumed run reads the rows already there, refuses a file
 written with other run settings (:data:`RUN_COLUMNS`), and under torchrun each rank writes its
 own part (:func:`part_path`) which :func:`merge_parts` folds into the main file. Two runs that
 write the same file at once (``upx evaluate --modes ftc`` and ``--modes fntc``) add their rows
 under a lock (:func:`add_rows`): each write merges with what is on disk, so neither loses the
-other's rows. :mod:`upx_core.evaluation` decides which rows to compute; this module stores them.
+other's rows. :mod:`upx_core.evaluation.protocol` decides which rows to compute; this module stores
+them.
 
 A run can be stopped and resumed many times, by other code each time: every row records the
 segment that computed it (:data:`SEGMENT_COLUMNS`: the git commit and the optimizer version of
-:func:`upx_core.provenance.optimizer_version`). Rows of another optimizer version are refused
-(:func:`check_version`) unless the resume is forced; then both kinds stay, each row with its
+:func:`upx_core.evaluation.provenance.optimizer_version`). Rows of another optimizer version are
+refused (:func:`check_version`) unless the resume is forced; then both kinds stay, each row with its
 own version. A CSV from before these columns reads as version ``unknown``.
 """
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 __all__ = [
     "KEY",
@@ -229,7 +230,7 @@ def existing_rows(out: Path | None, work: Path | None, resume: bool, run: dict, 
     Without ``resume`` the run starts afresh: rank 0 removes stale parts (and, under torchrun,
     ``out``; a single process replaces ``out`` at its first write). With it, every file is
     checked against ``run``: its settings, and unless ``force_resume`` its optimizer version.
-    ``dist_info``: a :class:`~upx_core.distributed.DistInfo`.
+    ``dist_info``: a :class:`~upx_core.evaluation.distributed.DistInfo`.
     """
     if out is None:
         return frame([]), frame([])

@@ -20,12 +20,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
 
-from .config import OptimConfig
-from .equations import logsumexp_others
-from .metrics import consistency, undesirable_pixel_ratio
-from .models import class_index
-from .result import UPXResult
-from .runtime import perturbed_probs
+from ..method.config import OptimConfig
+from ..method.equations import logsumexp_others
+from ..method.metrics import consistency, undesirable_pixel_ratio
+from ..method.models import class_index
+from ..method.result import UPXResult
+from ..method.runtime import perturbed_probs
 
 __all__ = [
     "logit_decomposition",

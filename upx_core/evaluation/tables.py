@@ -60,12 +60,12 @@ def paper_layout(runs: dict[str, pd.DataFrame], metric: str = "phi",
     """Table 1 (``metric="phi"``) or Table 2 (``"ratio"``) in the paper's layout.
 
     ``runs`` maps a source label ("this run, 12 images") to an evaluation table (the rows of
-    :func:`upx_core.evaluation.run_evaluation`). One row per (model, source), plus the paper's
-    rows when ``paper``; one column per mode, named as in :data:`MODE_LABELS`, F-TC and F-NTC
-    first; the last column ``images`` counts the distinct images of that row. phi is the mean
+    :func:`upx_core.evaluation.protocol.run_evaluation`). One row per (model, source), plus the
+    paper's rows when ``paper``; one column per mode, named as in :data:`MODE_LABELS`, F-TC and
+    F-NTC first; the last column ``images`` counts the distinct images of that row. phi is the mean
     relative improvement of Eq. 8 (percent), ratio the mean share of undesirable pixels.
-    ``"phi_thresholded"`` is phi with only the pixels counted by the ratio blurred (the paper
-    has no such table; a run without that column gives NaN).
+    ``"phi_thresholded"`` is phi with only the pixels counted by the ratio blurred (the paper has no
+    such table; a run without that column gives NaN).
     """
     if metric not in _METRIC_COLUMN:
         raise ValueError(f"metric must be one of {', '.join(_METRIC_COLUMN)}, got {metric!r}")

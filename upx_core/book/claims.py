@@ -15,7 +15,7 @@ A failed check raises :class:`AssertionError` naming the claim, its value and it
 ``active=False`` (the chapters' tiny test runs, whose values mean nothing) or with the
 environment variable ``UPX_CLAIMS=record`` (the path survey, which wants every value, not the
 first failure) checks are recorded and never raise. With ``strict=False`` (a reader's run
-with changed parameters, :func:`upx_core.chapter.changed_parameters`) a failed check is
+with changed parameters, :func:`upx_core.book.chapter.changed_parameters`) a failed check is
 recorded and printed as a note, and the chapter goes on.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 __all__ = ["Claim", "Claims", "ClaimError"]
 

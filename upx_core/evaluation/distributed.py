@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .runtime import resolve_device
+from ..method.runtime import resolve_device
 
 __all__ = ["DistInfo", "env_world", "process_group"]
 
@@ -86,7 +86,7 @@ class DistInfo:
 def process_group(device: str | torch.device = "auto") -> Iterator[DistInfo]:
     """The process group of a torchrun launch, or a single-process :class:`DistInfo`.
 
-    The device is resolved as :func:`upx_core.runtime.resolve_device` does; under torchrun
+    The device is resolved as :func:`upx_core.method.runtime.resolve_device` does; under torchrun
     a CUDA device becomes ``cuda:LOCAL_RANK`` (each rank its own GPU) and the backend NCCL,
     otherwise gloo.
     """

@@ -30,7 +30,7 @@ from .runtime import (
     resolve_device,
 )
 
-__all__ = ["optimize_masks", "initial_mask", "job_targets"]
+__all__ = ["optimize_masks", "initial_mask", "job_targets", "target_list", "check_finite"]
 
 
 def initial_mask(seed: int, size: int, init_noise: float) -> torch.Tensor:
@@ -63,7 +63,7 @@ def _noise(gens: list[torch.Generator], shape, std: float, dev: torch.device) ->
     return noise.to(dev)
 
 
-def _target_list(targets, b: int, categories) -> list[int | None]:
+def target_list(targets, b: int, categories) -> list[int | None]:
     """Each image's target as a class index, ``None`` for its top class; checked before any work.
 
     One target (an index, NumPy integer, name or 0-d tensor/array) applies to every image; a
@@ -93,7 +93,7 @@ def job_targets(targets, image_targets: list[int | None], settings: Sequence[Mas
                 scores_clean: torch.Tensor, categories, remedy: str) -> torch.Tensor:
     """Each (image, setting) pair's target class, image-major (``[B * K]``).
 
-    ``image_targets`` is :func:`_target_list`'s; ``None`` becomes the image's top class in
+    ``image_targets`` is :func:`target_list`'s; ``None`` becomes the image's top class in
     ``scores_clean`` (``[B, C]`` logits or log-probabilities); a setting's own target wins.
     ``targets`` (the caller's argument) tells whether classes were given by name; names need the
     classifier's own class names, else a name would silently pick its ImageNet index.
@@ -145,8 +145,8 @@ def optimize_masks(
         the CPU, :func:`suggest_batch_size` on CUDA.
     keep_images: keep the perturbed images in the result (B x K x 3 x H x W floats).
     outputs: what ``model`` returns, ``"logits"`` or ``"probs"`` (a softmax at its end, read
-        as logits through ``log p``: :class:`~upx_core.models.ProbsAsLogits`). The model is
-        checked on the first images before any work (:func:`~upx_core.models.check_network`):
+        as logits through ``log p``: :class:`~upx_core.method.models.ProbsAsLogits`). The model is
+        checked on the first images before any work (:func:`~upx_core.method.models.check_network`):
         float64 weights, another channel count, a tuple output, or probabilities declared as
         logits are one-line ValueErrors.
     Returns an :class:`UPXResult` with masks, probabilities, top-5s and per-iteration terms.
@@ -186,7 +186,7 @@ def optimize_masks(
         )
     if batch_size is not None and batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    image_targets = _target_list(targets, images.shape[0], getattr(model, "categories", None))
+    image_targets = target_list(targets, images.shape[0], getattr(model, "categories", None))
     dev = resolve_device(device)
     check_amp(config, dev)
     with frozen(model):
@@ -256,7 +256,7 @@ def _optimize_all(model, images, image_targets, settings, config, dev, batch_siz
 def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target, settings,
                     config, bar):
     """Adam on one chunk of masks. On CUDA the loop never waits for the device except in
-    ``_check_finite`` every ``check_every`` iterations: per-mask constants are built once
+    ``check_finite`` every ``check_every`` iterations: per-mask constants are built once
     before it, the loss history stays on the device, and Adam keeps its step count on the
     host. ``tests/test_optimizer_gpu.py`` counts the host-reading calls to keep it so."""
     dev = images.device
@@ -291,7 +291,7 @@ def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target,
         with torch.no_grad():
             mask.clamp_(0.0, 1.0)
         if (it + 1) % config.check_every == 0 or it + 1 == config.iterations:
-            _check_finite(history[done: it + 1], mask, settings, it)
+            check_finite(history[done: it + 1], mask, settings, it)
             bar.update(len(settings) * (it + 1 - done))
             done = it + 1
     with torch.no_grad():  # the final probabilities: Q without perturb_noise
@@ -301,7 +301,7 @@ def _optimize_chunk(model, images, blurred, logits_clean, job_image, job_target,
     return final.cpu(), history.cpu(), probs.cpu(), q.cpu()
 
 
-def _check_finite(history, mask, settings, it):
+def check_finite(history, mask, settings, it):
     bad = ~torch.isfinite(history).all(dim=(0, 2)) | ~torch.isfinite(mask).flatten(1).all(dim=1)
     if bad.any():
         j = int(bad.nonzero()[0])

@@ -2,7 +2,7 @@
 
 A black-box classifier (an ONNX session, an HTTP endpoint, a model whose weights we may not
 differentiate) answers ``predict(images) -> scores`` and nothing else. The mask M and the loss
-each mode minimizes are those of :func:`upx_core.optimizer.optimize_masks`; only the gradient
+each mode minimizes are those of :func:`upx_core.method.optimizer.optimize_masks`; only the gradient
 differs. The loss splits into a part that needs the model, the f-term plus R_F-TC or R_F-NTC,
 and R_M = lambda1 TV(M) + lambda2 ||1 - M||_1, which does not. The first part's gradient is
 estimated from queries by antithetic Gaussian smoothing (NES, Wierstra et al.; Ilyas et al.
@@ -44,7 +44,7 @@ from .equations import (
     upsample_mask,
 )
 from .fold import fold_batchnorm as _fold
-from .optimizer import _check_finite, _target_list, initial_mask, job_targets
+from .optimizer import check_finite, initial_mask, job_targets, target_list
 from .result import TERMS, UPXResult
 from .runtime import frozen
 
@@ -71,9 +71,9 @@ def torch_predictor(model: nn.Module, outputs: str = "probs", fold_batchnorm: bo
     torch tensor or a NumPy array; they are moved to the model's device. The callable carries
     ``outputs`` and the model's ``categories`` (if any) for :func:`optimize_masks_blackbox`.
 
-    ``fold_batchnorm`` (default, as in :class:`~upx_core.config.OptimConfig`) and
+    ``fold_batchnorm`` (default, as in :class:`~upx_core.method.config.OptimConfig`) and
     ``channels_last`` answer through a private copy of the model with its batch norms folded
-    (:func:`upx_core.fold.fold_batchnorm`, checked against the model on the first call's
+    (:func:`upx_core.method.fold.fold_batchnorm`, checked against the model on the first call's
     images) and its weights in channels-last order: the same function in float32, rounded
     otherwise. Folded and channels-last, torch answered 1.6 times the queries per second of the
     model as given at batch 16 on this project's CPU (``benchmarks/blackbox_throughput.py
@@ -136,7 +136,7 @@ def optimize_masks_blackbox(
         or anything NumPy converts; ``np.asarray`` reads the images as an array). Called once
         on the clean images, once per iteration on every mask's 2 x ``samples`` perturbed
         images (in chunks of ``batch_size`` if given), once on the final perturbed images.
-    images, targets, settings, config: as :func:`upx_core.optimizer.optimize_masks` (images
+    images, targets, settings, config: as :func:`upx_core.method.optimizer.optimize_masks` (images
         may be a NumPy array). Names as targets need ``categories`` (or ``predict.categories``)
         with one name per output. config's blur, mask size, lr, objective, reduction, ftc_form
         and tv_root apply; amp, channels_last and fold_batchnorm concern a model we do not see.
@@ -191,7 +191,7 @@ def optimize_masks_blackbox(
     images = _as_images(images, config)
     b, k = images.shape[0], len(settings)
     categories = categories if categories is not None else getattr(predict, "categories", None)
-    image_targets = _target_list(targets, b, categories)
+    image_targets = target_list(targets, b, categories)
 
     blurred = blur_for(images, config)
     clean = _scores(_query(predict, images, batch_size), outputs)
@@ -244,7 +244,7 @@ def optimize_masks_blackbox(
         opt.step()
         with torch.no_grad():
             mask.clamp_(0.0, 1.0)
-        _check_finite(history[it: it + 1], mask, jobs, it)
+        check_finite(history[it: it + 1], mask, jobs, it)
         bar.update(n * reps)
 
     with torch.no_grad():  # the final probabilities
