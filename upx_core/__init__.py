@@ -26,6 +26,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         claims.py       the book's checked sentences
         analysis.py     logit decomposition, probability tables, image regions and their controls
         widgets.py      the static (kernel-free) and live explorers
+        readings.py     the paper's open readings against its Tables 1-2 (phi against ratio)
       data.py           image files and the 1000 ImageNet sample images
       files.py          outputs written whole or not at all; --force replaces only upx's own
       plotting.py       the paper's three-panel figure and heatmaps
