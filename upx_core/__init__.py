@@ -29,6 +29,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         readings.py     the paper's open readings against its Tables 1-2 (phi against ratio)
       data.py           image files and the 1000 ImageNet sample images
       files.py          outputs written whole or not at all; --force replaces only upx's own
+      errors.py         upx's own errors: what the upx command reports in one line, exit 2
       plotting.py       the paper's three-panel figure and heatmaps
       interop.py        UndesirablePixels (Captum's attribute), quantus_explain_func (Quantus)
       report.py         what upx explain writes and prints

@@ -18,10 +18,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import UPXError
+
 __all__ = ["main", "build_parser"]
 
-# OSError covers FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, ...
-EXPECTED_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
+# What a user can act on: upx's own errors, a bad value (every parameter check raises
+# ValueError), a file problem (OSError: FileNotFoundError, PermissionError, ...) and the
+# optimizer's NaN (FloatingPointError: lower lr). Not RuntimeError: from torch that is a bug,
+# whose traceback must show.
+EXPECTED_ERRORS = (UPXError, ValueError, OSError, FloatingPointError)
 # What the Python API's messages call a parameter, as upx evaluate's flags name it.
 CLI_WORDS = {" (force_resume=True)": "", "resume=False": "--no-resume", "out_csv": "--out"}
 

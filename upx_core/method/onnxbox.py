@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import SetupError
 from ..files import new_file_mode
 from .blackbox import OUTPUTS, Predict
 from .models import Classifier, imagenet_categories, looks_like_probabilities
@@ -35,7 +36,7 @@ def _require(module: str):
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError:
-        raise RuntimeError(f"ONNX support needs the package {module}: pip install 'upx[onnx]' "
+        raise SetupError(f"ONNX support needs the package {module}: pip install 'upx[onnx]' "
                            "(or pip install onnx onnxruntime)") from None
 
 # The keys export_onnx writes into the model's metadata_props (JSON values).
