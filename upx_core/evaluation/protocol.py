@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import load_image, sample_filenames, sample_path
+from ..errors import RankFailedError
 from ..method.config import EVAL_MODES, MaskSetting, OptimConfig
 from ..method.equations import upsample_mask
 from ..method.metrics import relative_improvement, undesirable_pixel_ratio
@@ -44,14 +45,8 @@ from .distributed import process_group
 from .provenance import segment
 from .store import COLUMNS, RUN_COLUMNS, part_path
 
-__all__ = [
-    "EVAL_MODES",
-    "COLUMNS",
-    "select_images",
-    "run_evaluation",
-    "random_mask_like",
-    "part_path",
-]
+__all__ = ["EVAL_MODES", "COLUMNS", "select_images", "run_evaluation", "random_mask_like",
+           "part_path"]
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +218,12 @@ def run_evaluation(
         mine = indices[dist_info.rank::dist_info.world]
         work = None if out is None else (part_path(out, dist_info.rank)
                                          if dist_info.active else out)
-        existing, own = store.existing_rows(out, work, resume, run, dist_info, force_resume)
+        if out is not None and not resume:  # afresh: no rank reads before rank 0 cleared
+            if dist_info.rank == 0:
+                store.remove_stale(out, with_out=dist_info.active)
+            dist_info.barrier()
+        existing, own = store.existing_rows(out if resume else None, work, run,
+                                            dist_info.active, force_resume)
         wanted = {(i, m, s) for i in mine for m in modes for s in seeds}
         missing = wanted - store.keys(existing)
         todo = [i for i in mine if any((i, m, s) in missing for m in modes for s in seeds)]
@@ -240,7 +240,7 @@ def run_evaluation(
         except BaseException as err:  # told to the other ranks before re-raising
             error = err
         if dist_info.any_true(error is not None) and error is None:
-            raise RuntimeError("upx evaluate: another rank failed; see its error")
+            raise RankFailedError("upx evaluate: another rank failed; see its error")
         if error is not None:
             raise error
 
@@ -319,23 +319,23 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
     mask_up = result.masks_upsampled  # [B, K, 1, H, W]
     ratio = undesirable_pixel_ratio(mask_up, run["threshold"])[..., 0]  # [B, K]
     before, after = result.target_prob_before, result.target_prob_after
-    gain = relative_improvement(before, after)
+    improvements = relative_improvement(before, after)
     b_count, k_count = result.targets.shape
     after_thr = _target_probs(
         model, images, torch.arange(b_count).repeat_interleave(k_count),
         thresholded(mask_up.flatten(0, 1), run["threshold"]), result.targets.flatten(),
         config, dev, batch_size,
     ).view(b_count, k_count)
-    gain_thr = relative_improvement(before, after_thr)
+    improvements_thr = relative_improvement(before, after_thr)
     categories = result.categories
 
-    def row(b, mode, seed, target, p_before, p_after, rel, r, rel_thr):
+    def row(b, mode, seed, target, p_before, p_after, improvement, r, improvement_t):
         return {
             "image_index": batch[b], "mode": mode, "seed": seed, "file": names[batch[b]],
             "model": run["model"], "target": target,
             "target_name": categories[target] if categories else str(target),
-            "prob_before": p_before, "prob_after": p_after, "relative_improvement": rel,
-            "ratio": r, "relative_improvement_thresholded": rel_thr,
+            "prob_before": p_before, "prob_after": p_after, "ratio": r,
+            "relative_improvement": improvement, "relative_improvement_thresholded": improvement_t,
             **{c: run[c] for c in RUN_COLUMNS if c != "model"},
             "channels_last": config.channels_last,
             "device": str(dev), **{c: run[c] for c in store.SEGMENT_COLUMNS},
@@ -345,9 +345,9 @@ def _evaluate_batch(model, batch, missing, modes, seeds, config, run, dev, progr
     for b, i in enumerate(batch):
         for k, (m, s) in enumerate(pairs):
             if (i, m, s) in missing:
-                rows.append(row(b, m, s, int(result.targets[b, k]),
-                                float(before[b, k]), float(after[b, k]), float(gain[b, k]),
-                                float(ratio[b, k]), float(gain_thr[b, k])))
+                rows.append(row(b, m, s, int(result.targets[b, k]), float(before[b, k]),
+                                float(after[b, k]), float(improvements[b, k]),
+                                float(ratio[b, k]), float(improvements_thr[b, k])))
     wanted_random = [(b, i, s) for b, i in enumerate(batch) for s in seeds
                      if (i, "random", s) in missing]
     if wanted_random:
@@ -390,11 +390,11 @@ def _random_rows(model, images, mask_up, result, pairs, wanted, config, run, dev
     after_thr = _target_probs(model, images, img_idx, thresholded(rand_up, run["threshold"]),
                               targets, config, dev, batch_size)
     before = torch.stack([result.target_prob_before[b, ftc_k[s]] for b, _, s in wanted])
-    gain = relative_improvement(before, after)
-    gain_thr = relative_improvement(before, after_thr)
+    improvements = relative_improvement(before, after)
+    improvements_thr = relative_improvement(before, after_thr)
     ratio = undesirable_pixel_ratio(rand_up[:, 0], run["threshold"])
     return [
         row(b, "random", s, int(targets[j]), float(before[j]), float(after[j]),
-            float(gain[j]), float(ratio[j]), float(gain_thr[j]))
+            float(improvements[j]), float(ratio[j]), float(improvements_thr[j]))
         for j, (b, _, s) in enumerate(wanted)
     ]

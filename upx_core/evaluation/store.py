@@ -46,6 +46,7 @@ __all__ = [
     "check_compatible",
     "check_version",
     "existing_rows",
+    "remove_stale",
     "merge_parts",
     "sort_rows",
     "frame",
@@ -223,24 +224,25 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return out.drop_duplicates(subset=KEY, keep="first").reset_index(drop=True)
 
 
-def existing_rows(out: Path | None, work: Path | None, resume: bool, run: dict, dist_info,
-                  force_resume: bool = False):
+def remove_stale(out: Path, with_out: bool) -> None:
+    """Start ``out`` afresh: remove the rank parts a stopped torchrun run left, and ``out``
+    itself if ``with_out`` (a torchrun run, whose ranks write only their parts; a single process
+    replaces ``out`` at its first write instead, so a crash before it keeps the old rows)."""
+    for p in part_paths(out):
+        p.unlink(missing_ok=True)
+    if with_out:
+        out.unlink(missing_ok=True)
+
+
+def existing_rows(out: Path | None, work: Path | None, run: dict, sharded: bool,
+                  force_resume: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(every row on disk, the rows already in this process's own file ``work``).
 
-    Without ``resume`` the run starts afresh: rank 0 removes stale parts (and, under torchrun,
-    ``out``; a single process replaces ``out`` at its first write). With it, every file is
-    checked against ``run``: its settings, and unless ``force_resume`` its optimizer version.
-    ``dist_info``: a :class:`~upx_core.evaluation.distributed.DistInfo`.
+    ``out`` and its rank parts are read, each checked against ``run``: its settings, and unless
+    ``force_resume`` its optimizer version. ``sharded``: each process writes its own part
+    ``work`` (under torchrun), so its own rows are that part's alone. ``out=None``: no rows.
     """
     if out is None:
-        return frame([]), frame([])
-    if not resume:
-        if dist_info.rank == 0:
-            for p in part_paths(out):
-                p.unlink(missing_ok=True)
-            if dist_info.active and out.exists():
-                out.unlink()
-        dist_info.barrier()
         return frame([]), frame([])
     frames = {p: read_rows(p) for p in [out, *part_paths(out)] if p.exists()}
     for p, df in frames.items():
@@ -249,7 +251,7 @@ def existing_rows(out: Path | None, work: Path | None, resume: bool, run: dict, 
             if not force_resume:
                 check_version(df, run["optimizer_version"], p)
     existing = concat(list(frames.values()))
-    own = existing if not dist_info.active else frames.get(work, frame([]))
+    own = frames.get(work, frame([])) if sharded else existing
     return existing, own
 
 
