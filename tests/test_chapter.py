@@ -185,3 +185,46 @@ def test_styled_shows_shares_in_percent():
     html = styled(df, percent=["ratio", "absent"]).to_html()
     assert "ratio %" in html and "1.230" in html and "0.012" not in html
     assert list(df.columns) == ["mode", "ratio", "pearson"]  # the caller's frame is untouched
+
+
+def test_save_figure_and_table_write_only_with_an_output_folder(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from upx_core.book.chapter import save_figure, save_table
+
+    fig = Figure(figsize=(2, 1))
+    fig.subplots().plot([0, 1], [1, 0])
+    table = pd.DataFrame({"a": [1, 2], "b": [0.5, 0.25]})
+    for out in (None, ""):
+        assert save_figure(fig, out, "f.png") is None and save_table(table, out, "t.csv") is None
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "new" / "folder"  # made when missing, as a chapter's out_dir string
+    save_figure(fig, str(out), "f.png", dpi=50)
+    save_table(table, out, "t.csv")
+    from PIL import Image
+
+    assert Image.open(out / "f.png").size == (100, 50)  # 2 x 1 inches at 50 dpi
+    assert (out / "t.csv").read_text() == "a,b\n1,0.5\n2,0.25\n"
+    save_table(table, out, "i.csv", index=True)
+    assert (out / "i.csv").read_text().splitlines()[1] == "0,1,0.5"
+
+
+def test_chapter_claims_are_strict_only_in_the_book_run(tmp_path, capsys):
+    from upx_core.book.chapter import chapter_claims
+
+    book = {"seeds": [0, 1], "iterations": 200}
+    same = chapter_claims("ch", values={"seeds": "[0, 1]", "iterations": 200}, book_run=book)
+    assert same.strict and same.chapter == "ch" and capsys.readouterr().out == ""
+    with pytest.raises(ClaimError):
+        same.check("x", 1, above=2)
+    changed = chapter_claims("ch", out=tmp_path, values={"seeds": [0], "iterations": 5},
+                             book_run=book)
+    assert capsys.readouterr().out == ("Changed from the book's run: seeds, iterations; a claim "
+                                       "that does not hold is noted, not raised.\n")
+    assert not changed.strict and changed.check("x", 1, above=2) is False
+    assert (tmp_path / "claims.csv").is_file()
+    quiet = chapter_claims("ch", active=False)  # no book run given: strict, but inactive
+    assert quiet.strict and not quiet.active and quiet.check("x", 1, above=2) is False

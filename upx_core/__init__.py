@@ -22,7 +22,8 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         tables.py       Tables 1-2 beside the paper, paired wins, spread over trials
         trials.py       how alike a mask's trials are (Pearson, IoU), with intervals
       book/             what only the chapters use; nothing outside it imports it
-        chapter.py      what every chapter starts with: parameters, config, sample image
+        chapter.py      what every chapter starts and saves: parameters, config, claims, outputs
+        figures.py      the chapters' figures: picture grids, drawn boxes, explanations in rows
         claims.py       the book's checked sentences
         analysis.py     logit decomposition, probability tables, image regions and their controls
         widgets.py      the static (kernel-free) and live explorers

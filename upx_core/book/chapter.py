@@ -19,6 +19,7 @@ import torch
 
 from ..data import load_image, sample_path
 from ..method.config import MaskSetting, OptimConfig
+from .claims import Claims
 
 __all__ = [
     "as_list",
@@ -30,6 +31,9 @@ __all__ = [
     "find_results_dir",
     "glue",
     "changed_parameters",
+    "chapter_claims",
+    "save_figure",
+    "save_table",
     "show_source",
 ]
 
@@ -190,6 +194,39 @@ def changed_parameters(values: Mapping, book: Mapping) -> list[str]:
         if value is _MISSING or value != default:
             changed.append(name)
     return changed
+
+
+def chapter_claims(chapter: str, out: str | os.PathLike | None = None, active: bool = True,
+                   values: Mapping | None = None, book_run: Mapping | None = None) -> Claims:
+    """The chapter's :class:`Claims`, strict only in the book's own run.
+
+    ``book_run`` is the chapter's copy of its parameters cell and ``values`` its ``globals()``;
+    when :func:`changed_parameters` finds a difference, the changed names are printed and a
+    claim that fails is noted instead of raised (the book's sentences are about its own run).
+    ``active=False`` (a tiny test run) records every claim and raises none.
+    """
+    changed = changed_parameters(values or {}, book_run) if book_run is not None else []
+    if changed:
+        print(f"Changed from the book's run: {', '.join(changed)}; a claim that does not hold is "
+              "noted, not raised.")
+    return Claims(chapter, out=out, active=active, strict=not changed)
+
+
+def save_figure(fig, out: str | os.PathLike | None, name: str, dpi: int = 120) -> None:
+    """Write ``fig`` to ``out/name`` when the chapter saves its outputs (``out`` set), else
+    nothing. Returns nothing, so a figure cell ending with it shows only its figure."""
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(out) / name, dpi=dpi)
+
+
+def save_table(table: pd.DataFrame, out: str | os.PathLike | None, name: str,
+               index: bool = False) -> None:
+    """Write ``table`` as CSV to ``out/name`` when the chapter saves its outputs, else
+    nothing."""
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        table.to_csv(Path(out) / name, index=index)
 
 
 def show_source(*functions: Callable):
