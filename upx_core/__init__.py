@@ -24,6 +24,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
       book/             what only the chapters use; nothing outside it imports it
         chapter.py      what every chapter starts and saves: parameters, config, claims, outputs
         figures.py      the chapters' figures: picture grids, drawn boxes, explanations in rows
+        masks.py        one row per mask and trial, both objectives side by side, hand-made masks
         claims.py       the book's checked sentences
         analysis.py     logit decomposition, probability tables, image regions and their controls
         widgets.py      the static (kernel-free) and live explorers
