@@ -68,6 +68,25 @@ def test_parts_are_found_by_rank_and_merged_away(tmp_path):
 
 # --- segments: which code computed a row -----------------------------------------------------
 
+def test_existing_rows_and_a_fresh_start_need_no_process_group(tmp_path):
+    # the store reads and removes files; which rank does so, and the barrier, are the protocol's
+    out = tmp_path / "e.csv"
+    store.write_rows(rows([(1, "ftc")]), out)
+    store.write_rows(rows([(2, "ftc")]), store.part_path(out, 1))
+    run = {c: rows([(1, "ftc")])[c][0] for c in store.RUN_COLUMNS} | {
+        "optimizer_version": "sha256:000000000000"}
+    existing, own = store.existing_rows(out, store.part_path(out, 1), run, sharded=True)
+    assert store.keys(existing) == {(1, "ftc", 0), (2, "ftc", 0)}
+    assert store.keys(own) == {(2, "ftc", 0)}
+    existing, own = store.existing_rows(out, out, run, sharded=False)
+    assert store.keys(own) == store.keys(existing)
+    assert all(df.empty for df in store.existing_rows(None, None, run, sharded=False))
+    store.remove_stale(out, with_out=False)  # one process: out is replaced at its first write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv"]
+    store.remove_stale(out, with_out=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_csv_from_before_the_segment_columns_reads_as_unknown(tmp_path):
     old = rows([(1, "ftc")]).drop(columns=store.SEGMENT_COLUMNS)
     path = tmp_path / "old.csv"
