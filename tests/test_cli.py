@@ -164,6 +164,47 @@ def test_cuda_without_gpu_is_clear(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_the_plan_is_checked_once_into_plain_values(tmp_path: Path) -> None:
+    from upx_core.cli import _config
+    from upx_core.cli_plan import DEFAULT_QUERIES, plan_explain
+    from upx_core.files import OutputDir
+
+    args = build_parser().parse_args([
+        "explain", "sample:tusker", "--target", "African elephant", "--seeds", "0", "2",
+        "--black-box", "--out", str(tmp_path / "o")])
+    said: list[str] = []
+    plan = plan_explain(args, _config(args), announce=said.append)
+    assert said == ["loading efficientnet_lite0 ..."]
+    assert plan.target == 386 and plan.seeds == (0, 2)  # a name resolved once, to its index
+    assert [(s.mode, s.seed) for s in plan.settings] == [("ftc", 0), ("ftc", 2)]
+    assert plan.query_only and plan.queries == DEFAULT_QUERIES
+    assert plan.image == sample_path("tusker") and plan.picture.size[0] > 0
+    assert plan.out == OutputDir(tmp_path / "o", False, (plan.image,))
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bug_keeps_its_traceback_and_upx_errors_stay_one_line(tmp_path: Path, capsys,
+                                                                 monkeypatch) -> None:
+    import upx_core.cli_models
+    from upx_core.errors import SetupError
+
+    def failing(error):
+        def model_and_run(plan):
+            raise error
+        return model_and_run
+
+    argv = ["explain", "sample:tusker", "--out", str(tmp_path / "out"), *FAST]
+    # a RuntimeError of torch's own is a bug: not dressed as bad input
+    monkeypatch.setattr(upx_core.cli_models, "model_and_run", failing(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(argv)
+    monkeypatch.setattr(upx_core.cli_models, "model_and_run",
+                        failing(SetupError("needs a package: pip install it")))
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == "upx: error: needs a package: pip install it"
+    assert not (tmp_path / "out").exists()
+
+
 def test_evaluate_penalty_flags_reach_the_masks(tmp_path: Path, capsys) -> None:
     # EfficientNet-Lite0 on one image, F-TC, 3 iterations: only --lambda2 differs.
     common = ["evaluate", "--n", "1", "--select-seed", "3", "--modes", "ftc", "--iterations",

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from upx_core.files import MARKER, atomic_directory, atomic_write_bytes, check_output_dir
+from upx_core.files import (
+    MARKER,
+    OutputDir,
+    atomic_directory,
+    atomic_write_bytes,
+    check_output_dir,
+)
 
 
 def test_atomic_write_bytes_replaces_whole_with_mode_0644(tmp_path):
@@ -55,6 +61,23 @@ def test_written_folder_holds_the_marker_and_force_replaces_it(tmp_path):
         (tmp / "result.json").write_text("new")
     assert (out / "result.json").read_text() == "new" and (out / MARKER).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+
+
+def test_a_checked_folder_is_checked_again_only_before_it_is_replaced(tmp_path):
+    out = tmp_path / "out"
+    _write_upx_folder(out)
+    checked = check_output_dir(out, force=True, protect=[tmp_path / "photo.png"])
+    assert checked == OutputDir(out, True, (tmp_path / "photo.png",))
+    (out / "notes.txt").write_text("mine")  # added after the check, while upx computed
+    with pytest.raises(FileExistsError, match=r"would delete notes\.txt"):
+        with atomic_directory(checked) as tmp:
+            (tmp / "result.json").write_text("new")
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "result.json").read_text() == "old"
+    (out / "notes.txt").unlink()
+    with atomic_directory(checked) as tmp:  # its force applies
+        (tmp / "result.json").write_text("new")
+    assert (out / "result.json").read_text() == "new"
 
 
 def test_force_refuses_a_folder_upx_did_not_write_and_keeps_it(tmp_path):

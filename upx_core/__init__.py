@@ -36,7 +36,8 @@ The module map (the README's "Layout" and the book's contributor notes show the 
       interop.py        UndesirablePixels (Captum's attribute), quantus_explain_func (Quantus)
       report.py         what upx explain writes and prints
       cli.py            upx explain, upx evaluate, upx export-onnx
-      cli_models.py     which model flags apply to which model; the query-only run
+      cli_plan.py       upx explain's flags checked once: the plain values its run takes
+      cli_models.py     the model and the run a plan names: white-box or query-only
       threads.py        the OpenMP spin set before torch loads (fast on busy CPUs)
       _lazy.py          re-exports imported on first use: no torch for ``import upx_core``
 

@@ -107,6 +107,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .cli_plan import DEFAULT_QUERIES
     from .method.config import EVAL_MODES, EXPLAIN_OBJECTIVE, MODES
 
     parser = argparse.ArgumentParser(
@@ -134,11 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                     help="explain this ONNX model through ONNX Runtime (implies --black-box; "
                          "make one with upx export-onnx)")
-    # 16000: in the book's black-box chapter the smallest budget measured whose maps agree with
-    # the white-box ones at r >= 0.6 (two of the three images); about 2.3 minutes per mask there.
-    # None, not 16000, in the parser: a --queries without --black-box/--onnx is refused.
+    # None, not the default budget, in the parser: a --queries without --black-box/--onnx is
+    # refused.
     bb.add_argument("--queries", type=int, default=None,
-                    help="model queries per mask (default: 16000)")
+                    help=f"model queries per mask (default: {DEFAULT_QUERIES})")
     bb.add_argument("--model-file", default=None, metavar="MODEL.pt2",
                     help="explain your own PyTorch model (white-box): a torch.export program "
                          "(.pt2) or a TorchScript file, with --mean --std (--input-size, "
@@ -209,74 +209,27 @@ def _penalties(args) -> dict:
             "gamma": args.gamma}
 
 
-def _image_path(spec: str) -> Path:
-    from .data import sample_path
-
-    return sample_path(spec.split(":", 1)[1]) if spec.startswith("sample:") else Path(spec)
-
-
 def explain(args) -> int:
-    from .cli_models import black_box, check_model_flags
-    from .method.config import MODEL_NAMES, MaskSetting
+    from .cli_plan import plan_explain
 
-    # Everything a user can get wrong is checked here, before the model loads and optimizes;
-    # the checks that need no torch come first, so a typo is answered before torch imports.
-    out = Path(args.out)
-    config = _config(args)
-    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
-    if repeated:
-        raise ValueError(f"--seeds repeats {' '.join(map(str, repeated))}; a seed is a trial, "
-                         "and each trial needs its own")
-    settings = [
-        MaskSetting(mode=args.mode, seed=s, lambda1=args.lambda1, lambda2=args.lambda2,
-                    beta=args.beta, gamma=args.gamma) for s in args.seeds
-    ]
-    if not 0 <= args.threshold <= 1:
-        raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
-    if args.model not in MODEL_NAMES:
-        raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
-    check_model_flags(args)
-    if not args.image.startswith("sample:"):
-        from .files import check_image_file
-
-        check_image_file(args.image)  # before torch loads: a typo is answered at once
-
-    # What follows imports torch and builds the model (seconds): say so at once, not after.
-    _status(args, f"loading {args.onnx or args.model_file or args.model} ...")
-    from .data import check_min_size, load_image, open_rgb
-    from .files import check_output_dir
-    from .method.models import class_index, load_model, load_model_file
-    from .method.optimizer import optimize_masks
-    from .method.runtime import keep_freed_memory, resolve_device
+    # Everything a user can get wrong is checked once, before the model loads and optimizes.
+    plan = plan_explain(args, _config(args), announce=functools.partial(_status, args))
+    from .cli_models import model_and_run
+    from .data import load_image
+    from .method.runtime import keep_freed_memory
     from .report import write_explanation
 
     keep_freed_memory()
-    device = resolve_device(args.device)
-    path = _image_path(args.image)
-    check_output_dir(out, args.force, protect=[path])
-    picture = open_rgb(path)
-    check_min_size(picture, config.mask_size, path)
-    if args.target is not None:
-        class_index(args.target)  # every --model has the ImageNet classes
-    if args.onnx or args.black_box:
-        model, run, extra = black_box(args, config, settings)
-    else:
-        model = (load_model_file(args.model_file, args.mean, args.std, args.input_size or 224)
-                 if args.model_file else load_model(args.model, device=device))
-
-        def run(image, target):
-            return optimize_masks(model, image, targets=target, settings=settings,
-                                  config=config, device=device, batch_size=args.batch_size,
-                                  progress=not args.no_progress, outputs=args.outputs or "logits")
-        extra = {"model": args.model_file} if args.model_file else None
-    image = load_image(picture, model.input_size, model.resize_size)
-    target = None if args.target is None else class_index(args.target, model.categories)
+    model, run, extra = model_and_run(plan)
+    image = load_image(plan.picture, model.input_size, model.resize_size)
     t0 = time.perf_counter()
-    result = run(image, target)
+    result = run(image, plan.target)
     wall = time.perf_counter() - t0
     if result.queries is not None:
         extra["queries"] = int(result.queries[0].max())
-    return write_explanation(result, image, args, path, out, wall, extra=extra)
+    write_explanation(result, image, plan.image, plan.out, plan.model_name, plan.threshold,
+                      wall, extra=extra)
+    return 0
 
 
 def export_onnx_command(args) -> int:

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_directory",
     "check_output_dir",
+    "OutputDir",
     "new_file_mode",
 ]
 
@@ -86,9 +88,26 @@ def _within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
+@dataclass(frozen=True)
+class OutputDir:
+    """An output folder that :func:`check_output_dir` accepted: its ``path``, whether ``force``
+    may replace it, and the input files it must never hold (``protect``).
+
+    :func:`atomic_directory` takes it as checked: it checks again only before it replaces an
+    existing folder, which may have changed since.
+    """
+
+    path: Path
+    force: bool = False
+    protect: tuple[Path, ...] = ()
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
 def check_output_dir(
     path: str | os.PathLike, force: bool = False, protect: Iterable[str | os.PathLike] = ()
-) -> Path:
+) -> OutputDir:
     """Raise an OSError unless ``path`` can become an output folder; creates nothing.
 
     ``path`` must not exist, or with ``force`` be an empty folder or one that upx wrote (it
@@ -96,9 +115,10 @@ def check_output_dir(
     is never a file, never one of ``protect`` (the input files) and never a folder holding
     one. The nearest existing folder above it must be
     a folder that this process can create a folder in (checked by creating and removing one).
-    Returns ``path`` as a :class:`~pathlib.Path`.
+    Returns what it checked, as an :class:`OutputDir`.
     """
     path = Path(path)
+    protect = tuple(Path(p) for p in protect)
     resolved = path.resolve()
     for p in protect:
         kept = Path(p).resolve()
@@ -122,7 +142,7 @@ def check_output_dir(
         if (path / MARKER).is_file():
             _check_only_upx_files(path)
     _check_writable_above(resolved, f"cannot create output folder {path}")
-    return path
+    return OutputDir(path, force, protect)
 
 
 def _manifest(folder: Path) -> set[str] | None:
@@ -192,7 +212,8 @@ def _missing_parents(path: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(
-    path: str | os.PathLike, force: bool = False, protect: Iterable[str | os.PathLike] = ()
+    path: str | os.PathLike | OutputDir, force: bool = False,
+    protect: Iterable[str | os.PathLike] = ()
 ) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it becomes ``path``.
 
@@ -200,14 +221,15 @@ def atomic_directory(
     replaced, whether ``path`` may be written: an existing ``path`` raises FileExistsError
     unless ``force``, and ``force`` replaces only a folder that upx wrote (each one holds the
     :data:`MARKER` file, which lists the files written) while it holds nothing else, never a
-    file or a folder holding one of ``protect``. The folder gets the mode ``mkdir`` would give
-    it under the umask. The old folder is
-    replaced only after the new one is complete. On any error (or Ctrl-C) the temporary folder
-    and any parent folders created for it are removed and an existing ``path`` is left as it was.
+    file or a folder holding one of ``protect``. An :class:`OutputDir` (what the check
+    returned, with its own ``force`` and ``protect``) is not checked again before writing,
+    only before the replace. The folder gets the mode ``mkdir`` would give it under the umask.
+    The old folder is replaced only after the new one is complete. On any error (or Ctrl-C)
+    the temporary folder and any parent folders created for it are removed and an existing
+    ``path`` is left as it was.
     """
-    path = Path(path)
-    protect = list(protect)
-    check_output_dir(path, force, protect)
+    checked = path if isinstance(path, OutputDir) else check_output_dir(path, force, protect)
+    path, force, protect = checked.path, checked.force, checked.protect
     created = _missing_parents(path)
     tmp = None
     try:
@@ -220,7 +242,7 @@ def atomic_directory(
         (tmp / MARKER).write_text(MARKER_TEXT + MANIFEST_HEADER + "\n"
                                   + "".join(f"{name}\n" for name in written))
         if path.exists() or path.is_symlink():
-            check_output_dir(path, force, protect)  # it may have changed while tmp was written
+            check_output_dir(path, force, protect)  # it may have changed since it was checked
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / path.name)
             try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_directory
+from .files import OutputDir, atomic_directory
 from .method.metrics import consistency, relative_improvement, undesirable_pixel_ratio
 from .method.result import UPXResult
 from .plotting import explanation_grid, heatmap_figure, to_numpy_image
@@ -67,19 +67,22 @@ def _png(fig_or_array) -> bytes:
     return buf.getvalue()
 
 
-def write_explanation(result: UPXResult, image, args, path: Path, out: Path, wall: float,
-                      extra: dict | None = None) -> int:
-    """Write ``out`` whole or not at all and print the summary; ``args`` are explain's parsed
-    flags, ``extra`` more fields for result.json (the black box's queries, say)."""
+def write_explanation(result: UPXResult, image, path: Path, out: OutputDir | Path, model: str,
+                      threshold: float, wall: float, extra: dict | None = None) -> None:
+    """Write ``out`` whole or not at all and print the summary of ``result`` (one image, one
+    mask per trial, all of one mode): ``image`` as the model saw it, read from ``path``;
+    ``model`` its name, ``threshold`` Table 2's; ``wall`` the seconds it took; ``extra`` more
+    fields for result.json (the black box's queries, say)."""
     settings, config = result.settings, result.config
+    mode, seeds = settings[0].mode, [s.seed for s in settings]
     before = result.target_prob_before[0]
     after = result.target_prob_after[0]
-    rel = relative_improvement(before, after)
-    ratio = undesirable_pixel_ratio(result.masks_upsampled[0, :, 0], args.threshold)
+    improvement = relative_improvement(before, after)
+    ratio = undesirable_pixel_ratio(result.masks_upsampled[0, :, 0], threshold)
     summary = result.describe(0, 0)
     summary.pop("setting")
     empty = float(ratio.max()) == 0
-    agreement = (consistency(result.masks_upsampled[0], args.threshold)
+    agreement = (consistency(result.masks_upsampled[0], threshold)
                  if len(settings) > 1 else None)
     if agreement is not None and empty:
         agreement["iou"] = None  # two empty regions are not a perfect agreement: IoU says nothing
@@ -89,14 +92,14 @@ def write_explanation(result: UPXResult, image, args, path: Path, out: Path, wal
         "upx_version": upx_version(),
         "git_commit": git_commit(),
         "image": str(path),
-        "model": args.model,
-        "mode": args.mode,
-        "seeds": list(args.seeds),
+        "model": model,
+        "mode": mode,
+        "seeds": seeds,
         "prob_after": [float(v) for v in after],
         "prob_after_mean": float(after.mean()),
-        "relative_improvement_percent": [float(v) for v in rel],
-        "relative_improvement_percent_mean": float(rel.mean()),
-        "threshold": args.threshold,
+        "relative_improvement_percent": [float(v) for v in improvement],
+        "relative_improvement_percent_mean": float(improvement.mean()),
+        "threshold": threshold,
         "ratio_fraction": [float(v) for v in ratio],
         "ratio_fraction_mean": float(ratio.mean()),
         "consistency": agreement,
@@ -109,7 +112,7 @@ def write_explanation(result: UPXResult, image, args, path: Path, out: Path, wal
         "wall_s": wall,
         **(extra or {}),
     })
-    with atomic_directory(out, force=args.force, protect=[path]) as tmp:
+    with atomic_directory(out, protect=[path]) as tmp:
         (tmp / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
         h, w = result.image_size
         (tmp / "README.txt").write_text(FOLDER_README.format(
@@ -123,26 +126,24 @@ def write_explanation(result: UPXResult, image, args, path: Path, out: Path, wal
     name = summary["target_name"]
     print(f"image        {path.name}")
     print(f"target       {name} ({summary['target']}), model {summary['model']}")
-    print(f"looked for   {MODE_WORDS[args.mode]} (--mode {args.mode})")
+    print(f"looked for   {MODE_WORDS[mode]} (--mode {mode})")
     print(f"p(target)    {float(before[0]):.4f} -> " + ", ".join(f"{float(a):.4f}" for a in after)
-          + f"  (seeds {' '.join(map(str, args.seeds))})")
+          + f"  (seeds {' '.join(map(str, seeds))})")
     print(f"gain         {summary['relative_improvement_percent_mean']:+.2f} % relative "
           "improvement of p(target), mean over trials (phi, Eq. 8)")
     print(f"undesirable  {summary['ratio_fraction_mean']:.4f} of the pixels, blurred by more "
-          f"than {args.threshold} (ratio, Table 2; 1 - M' > {args.threshold})")
+          f"than {threshold} (ratio, Table 2; 1 - M' > {threshold})")
     if agreement is not None:
         iou = "n/a" if agreement["iou"] is None else f"{agreement['iou']:.3f}"
         print(f"trials agree Pearson {agreement['pearson']:.3f}, IoU {iou} over "
               f"{len(settings)} trials (consistency)")
-    for line in notes(name, float(before[0]), float(after.max()), empty, args.mode,
-                       config.objective, args.threshold):
+    for line in notes(name, float(before[0]), float(after.max()), empty, mode,
+                       config.objective, threshold):
         print(f"note         {line}")
     if "queries" in summary:
         print(f"queries      {summary['queries']} per mask (query-only: no gradient was taken)")
     print(f"wrote        {out}/ (README.txt says what each file holds: result.json, mask.npy, "
           f"heatmap.png, perturbed.png, explanation.png) in {wall:.1f} s")
-    return 0
-
 
 
 def notes(name: str, before: float, best_after: float, empty: bool, mode: str,
