@@ -6,15 +6,16 @@ import itertools
 
 import torch
 
-__all__ = ["relative_improvement", "phi", "undesirable_pixel_ratio", "found_mask",
-           "consistency_pairs", "consistency"]
+__all__ = ["relative_improvement", "undesirable_pixel_ratio", "found_mask", "consistency_pairs",
+           "consistency"]
 
 # A mask "finds" undesirable pixels when it raises the target by at least this phi (Eq. 8, %).
 FOUND_PHI = 10.0
 
 
 def relative_improvement(prob_before, prob_after) -> torch.Tensor:
-    """Eq. 8 for each image: (f_h(Q) - f_h(X)) / (1 - f_h(X)) * 100.
+    """Eq. 8 for each image: (f_h(Q) - f_h(X)) / (1 - f_h(X)) * 100; the paper's phi is its
+    mean over images.
 
     The share of the residual probability 1 - f_h(X) that the perturbation won; 100 means the
     class reached probability 1, negative values mean it fell. An image already at f_h(X) = 1
@@ -28,11 +29,6 @@ def relative_improvement(prob_before, prob_after) -> torch.Tensor:
     out = torch.where(residual > 0, (after - before) / safe * 100.0, torch.zeros_like(residual))
     return torch.where(torch.isnan(before) | torch.isnan(after),
                        torch.full_like(out, float("nan")), out)
-
-
-def phi(prob_before, prob_after) -> float:
-    """Eq. 8: phi = E_X[relative improvement], the mean over images."""
-    return float(relative_improvement(prob_before, prob_after).mean())
 
 
 def undesirable_pixel_ratio(mask_up: torch.Tensor, threshold: float = 0.6) -> torch.Tensor:
