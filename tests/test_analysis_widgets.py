@@ -1,5 +1,5 @@
-"""Parameter grids (upx_core.method.config), the logit decomposition and consistency tables
-(upx_core.book.analysis), PNG rendering and the two explorers (upx_core.book.widgets)."""
+"""The logit decomposition and consistency tables (upx_core.book.analysis), PNG rendering and
+the explorers (upx_core.book.widgets)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ from upx_core.book.widgets import (
     live_explorer,
     result_pictures,
     result_pngs,
-    static_explorer,
     stored_result,
     tree_explorer,
 )
-from upx_core.method.config import param_grid
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = OptimConfig(iterations=2)
@@ -45,47 +43,23 @@ def image():
         pytest.skip(str(err))
 
 
-@pytest.fixture(scope="module")
-def grid():
-    return param_grid({"mode": ("ftc", "fntc"), "lambda2": (1.0, 3.0, 6.0)}, seed=1)
+# Two modes x three L1 weights, one trial each.
+SETTINGS = [MaskSetting(mode=m, seed=1, lambda2=w)
+            for m in ("ftc", "fntc") for w in (1.0, 3.0, 6.0)]
 
 
 @pytest.fixture(scope="module")
-def grid_result(model, image, grid):
-    return optimize_masks(model, image, targets="mobile home", settings=grid.settings,
-                          config=TINY, progress=False)
+def grid_result(model, image):
+    return optimize_masks(model, image, targets="mobile home", settings=SETTINGS, config=TINY,
+                          progress=False)
 
 
-def test_param_grid_order_first_axis_slowest(grid):
-    assert grid.shape == (2, 3)
-    assert len(grid) == 6
-    assert [(s.mode, s.lambda2) for s in grid.settings] == [
-        ("ftc", 1.0), ("ftc", 3.0), ("ftc", 6.0), ("fntc", 1.0), ("fntc", 3.0), ("fntc", 6.0),
-    ]
-    assert all(s.seed == 1 and s.lambda1 == MaskSetting().lambda1 for s in grid.settings)
-    assert grid.cells[4] == {"mode": "fntc", "lambda2": 3.0}
-    assert grid.index(mode="fntc", lambda2=3.0) == 4
-    assert grid.label(1) == "mode=ftc, lambda2=3.0"
-
-
-def test_param_grid_rejects_config_options_and_bad_axes():
-    with pytest.raises(ValueError, match="OptimConfig"):
-        param_grid({"sigma": (1.0, 5.0)})
-    with pytest.raises(ValueError, match="both"):
-        param_grid({"mode": ("ftc",)}, mode="fntc")
-    with pytest.raises(ValueError, match="no values"):
-        param_grid({"lambda2": ()})
-    with pytest.raises(ValueError, match="repeats"):
-        param_grid({"lambda2": (1.0, 1.0)})
-    with pytest.raises(ValueError, match="mode"):
-        param_grid({"mode": ("nonsense",)})
-
-
-def test_result_pngs_one_valid_png_per_cell(grid, grid_result, image):
+def test_result_pngs_one_valid_png_per_cell(grid_result, image):
     from PIL import Image
 
-    pngs = result_pngs(grid_result, image, titles=[grid.label(i) for i in range(len(grid))])
-    assert len(pngs) == len(grid)
+    titles = [f"mode={s.mode}, lambda2={s.lambda2}" for s in SETTINGS]
+    pngs = result_pngs(grid_result, image, titles=titles)
+    assert len(pngs) == len(SETTINGS)
     for p in pngs:
         assert p.startswith(PNG_MAGIC)
         import io
@@ -95,40 +69,13 @@ def test_result_pngs_one_valid_png_per_cell(grid, grid_result, image):
     assert len(set(pngs)) == len(pngs)  # titles differ, so every picture does
 
 
-def test_static_explorer_links_controls(grid, grid_result, image):
-    import ipywidgets as widgets
-
-    pngs = result_pngs(grid_result, image)
-    box = static_explorer(grid, pngs)
-    toggle, row, outer = box.children
-    slider, labels = row.children
-    assert isinstance(toggle, widgets.ToggleButtons) and toggle.options == ("ftc", "fntc")
-    assert isinstance(slider, widgets.IntSlider) and (slider.min, slider.max) == (0, 2)
-    assert isinstance(outer, widgets.Stack) and len(outer.children) == 2
-    assert [c.children[1].value for c in outer.children] == [pngs[1], pngs[4]]
-    assert "lambda2 = 3" in labels.children[1].value
-    linked = {(ln.source[0].model_id, ln.target[0].model_id) for ln in box.links}
-    assert (toggle.model_id, outer.model_id) in linked
-    for inner in outer.children:
-        assert (slider.model_id, inner.model_id) in linked
-    with pytest.raises(ValueError, match="images"):
-        static_explorer(grid, pngs[:-1])
-
-
-def test_static_explorer_one_axis(image, model):
-    g = param_grid({"lambda2": (1.0, 3.0)})
-    box = static_explorer(g, [b"a", b"b"])
-    row, stack = box.children
-    assert [c.value for c in stack.children] == [b"a", b"b"]
-
-
-def test_stored_result_redraws_stored_masks(grid, grid_result, image):
+def test_stored_result_redraws_stored_masks(grid_result, image):
     """A result rebuilt from its masks and probabilities has the optimizer's perturbed images
     and target probabilities, so the explorer's pictures need no optimizer."""
     r = grid_result
     t = int(r.targets[0, 0])
     s = stored_result(image, r.masks[0, :, 0], t, float(r.target_prob_before[0, 0]),
-                      r.target_prob_after[0].tolist(), grid.settings, r.config, r.categories)
+                      r.target_prob_after[0].tolist(), SETTINGS, r.config, r.categories)
     assert torch.allclose(s.perturbed, r.perturbed, atol=1e-5)
     assert torch.allclose(s.target_prob_after, r.target_prob_after)
     assert torch.equal(s.undesirable, r.undesirable)

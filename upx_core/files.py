@@ -16,7 +16,6 @@ __all__ = [
     "check_output_file",
     "MARKER",
     "atomic_write_bytes",
-    "atomic_write_text",
     "atomic_directory",
     "check_output_dir",
     "OutputDir",
@@ -78,10 +77,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _within(inner: Path, outer: Path) -> bool:

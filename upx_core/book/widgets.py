@@ -1,6 +1,6 @@
-"""The book's widgets: kernel-free explorers over precomputed pictures (:func:`static_explorer`
-for a grid, :func:`tree_explorer` for nested choices; linked in the browser, so they work in
-the static HTML), a live one that runs the optimizer (:class:`LiveExplorer`, needs a kernel),
+"""The book's widgets: a kernel-free explorer over precomputed pictures for nested choices
+(:func:`tree_explorer`; linked in the browser, so it works in the static HTML), a live one that
+runs the optimizer (:class:`LiveExplorer`, needs a kernel),
 the pictures they show (:func:`result_pictures`), and a result rebuilt from stored masks
 (:func:`stored_result`).
 
@@ -22,7 +22,7 @@ try:
 except ImportError as err:  # pragma: no cover
     raise ImportError("upx_core.book.widgets needs ipywidgets: pip install 'upx[book]'") from err
 
-from ..method.config import MODES, MaskSetting, OptimConfig, ParamGrid
+from ..method.config import MODES, MaskSetting, OptimConfig
 from ..method.equations import blur_for, perturb, upsample_mask
 from ..method.metrics import undesirable_pixel_ratio
 from ..method.optimizer import optimize_masks
@@ -30,8 +30,8 @@ from ..method.result import UPXResult
 from ..plotting import show_explanation
 from ..report import notes
 
-__all__ = ["figure_png", "result_pngs", "result_pictures", "stored_result", "static_explorer",
-           "tree_explorer", "LiveExplorer", "live_explorer"]
+__all__ = ["figure_png", "result_pngs", "result_pictures", "stored_result", "tree_explorer",
+           "LiveExplorer", "live_explorer"]
 
 
 def figure_png(fig: Figure, dpi: int = 80, format: str = "png", quality: int = 75) -> bytes:  # noqa: A002
@@ -101,54 +101,6 @@ def stored_result(image: torch.Tensor, masks: torch.Tensor, target: int, prob_be
                      probs_before=before, probs_after=after, history=torch.zeros(0, 1, k, 1),
                      image_size=size, perturbed=perturbed[None],
                      categories=list(categories) if categories else None)
-
-
-def static_explorer(grid: ParamGrid, pngs: Sequence[bytes], format_value=None) -> widgets.Box:
-    """A widget over precomputed PNGs that needs no kernel: controls are ``jslink``-ed in the
-    browser to :class:`ipywidgets.Stack` containers of :class:`ipywidgets.Image`.
-
-    One axis: an ``IntSlider`` (the step index) picks the image, and a linked Stack of HTML
-    labels shows that step's value. Two axes: ``ToggleButtons`` pick the first axis' value
-    (an outer Stack, one child per value) and the slider picks the second (each inner Stack).
-    The returned box keeps its ``jslink`` objects in ``box.links``.
-    """
-    if len(pngs) != len(grid):
-        raise ValueError(f"{len(pngs)} images for a grid of {len(grid)} cells")
-    if len(grid.axes) not in (1, 2):
-        raise ValueError("static_explorer handles one or two axes; flatten larger grids")
-    fmt = format_value or (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
-    names = list(grid.axes)
-    slider_axis = names[-1]
-    slider_values = grid.axes[slider_axis]
-    n_slider = len(slider_values)
-
-    def image_stack(start: int) -> widgets.Stack:
-        imgs = [widgets.Image(value=p, format="png") for p in pngs[start:start + n_slider]]
-        return widgets.Stack(imgs, selected_index=0)
-
-    slider = widgets.IntSlider(value=0, min=0, max=n_slider - 1, step=1,
-                               description=f"{slider_axis} step", continuous_update=True,
-                               style={"description_width": "initial"})
-    labels = widgets.Stack(
-        [widgets.HTML(f"<b>{slider_axis} = {fmt(v)}</b>") for v in slider_values],
-        selected_index=0,
-    )
-    links = [widgets.jslink((slider, "value"), (labels, "selected_index"))]
-    if len(names) == 1:
-        stack = image_stack(0)
-        links.append(widgets.jslink((slider, "value"), (stack, "selected_index")))
-        box = widgets.VBox([widgets.HBox([slider, labels]), stack])
-    else:
-        first = grid.axes[names[0]]
-        inner = [image_stack(i * n_slider) for i in range(len(first))]
-        links += [widgets.jslink((slider, "value"), (s, "selected_index")) for s in inner]
-        outer = widgets.Stack(inner, selected_index=0)
-        toggle = widgets.ToggleButtons(options=[fmt(v) for v in first], index=0,
-                                       description=names[0])
-        links.append(widgets.jslink((toggle, "index"), (outer, "selected_index")))
-        box = widgets.VBox([toggle, widgets.HBox([slider, labels]), outer])
-    box.links = links
-    return box
 
 
 def _leaf(value, format: str) -> widgets.Widget:  # noqa: A002

@@ -8,12 +8,9 @@ defaults are the readings chosen in ``book/implementation-notes.md``.
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, replace
 
 # The built-in classifiers (upx_core.method.models.load_model); here, not in models, so that the
 # command line can list them without importing torch.
@@ -35,7 +32,7 @@ BLURS = ("gaussian", "gaussian+median")  # OptimConfig.blur, the reading of h(X)
 EXPLAIN_OBJECTIVE = "log_prob"
 AMP_DTYPES = ("bf16",)  # OptimConfig.amp: one of these or None (float32)
 
-__all__ = ["MODES", "MaskSetting", "OptimConfig", "settings_grid", "ParamGrid", "param_grid"]
+__all__ = ["MODES", "MaskSetting", "OptimConfig", "settings_grid"]
 
 
 # torch.Generator.manual_seed takes seeds below 2**64.
@@ -205,70 +202,3 @@ def settings_grid(
 ) -> list[MaskSetting]:
     """Every (mode, seed) pair as a :class:`MaskSetting`, mode-major, with ``fixed`` fields."""
     return [MaskSetting(mode=m, seed=s, **fixed) for m in modes for s in seeds]
-
-
-SETTING_FIELDS = tuple(f.name for f in fields(MaskSetting))
-
-
-@dataclass(frozen=True)
-class ParamGrid:
-    """A Cartesian grid over :class:`MaskSetting` fields, flattened row-major.
-
-    ``axes`` keeps the order given: the first axis varies slowest, as in ``itertools.product``
-    (and ``numpy.ndindex``), so cell ``i`` has multi-index ``np.unravel_index(i, shape)``.
-    ``settings[i]`` is the :class:`MaskSetting` of cell ``i``; ``cells[i]`` its axis values.
-    """
-
-    axes: dict[str, tuple]
-    settings: list[MaskSetting]
-    cells: list[dict[str, Any]]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(len(v) for v in self.axes.values())
-
-    def __len__(self) -> int:
-        return len(self.settings)
-
-    def index(self, **values) -> int:
-        """The flat index of the cell with these axis values (every axis must be named)."""
-        if set(values) != set(self.axes):
-            raise ValueError(f"name every axis: {', '.join(self.axes)}; got {sorted(values)}")
-        flat = 0  # row-major, as numpy.ravel_multi_index (numpy stays out of the CLI's start)
-        for (name, vals), n in zip(self.axes.items(), self.shape, strict=True):
-            flat = flat * n + list(vals).index(values[name])
-        return flat
-
-    def label(self, i: int) -> str:
-        """``"mode=ftc, lambda2=3.0"`` for cell ``i``."""
-        return ", ".join(f"{k}={v}" for k, v in self.cells[i].items())
-
-
-def param_grid(axes: Mapping[str, Sequence], **fixed) -> ParamGrid:
-    """Every combination of ``axes`` values as MaskSettings, first axis slowest.
-
-    ``axes`` and ``fixed`` name :class:`MaskSetting` fields (``mode``, ``seed``, ``lambda1``,
-    ``lambda2``, ``beta``, ``gamma``, ``target``): the fields one batched :func:`optimize_masks`
-    call can vary per mask. Shared options (iterations, lr, blur, mask size) belong in
-    :class:`OptimConfig` and need one call per value.
-    """
-    axes = {name: tuple(values) for name, values in axes.items()}
-    if not axes:
-        raise ValueError("give at least one axis")
-    for name in (*axes, *fixed):
-        if name not in SETTING_FIELDS:
-            raise ValueError(
-                f"{name!r} is not a MaskSetting field ({', '.join(SETTING_FIELDS)}); "
-                "OptimConfig options are shared by a whole optimize_masks call"
-            )
-    overlap = set(axes) & set(fixed)
-    if overlap:
-        raise ValueError(f"{sorted(overlap)} given both as an axis and as fixed")
-    for name, values in axes.items():
-        if not values:
-            raise ValueError(f"axis {name!r} has no values")
-        if len(set(values)) != len(values):
-            raise ValueError(f"axis {name!r} repeats a value: {values}")
-    cells = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
-    settings = [MaskSetting(**fixed, **cell) for cell in cells]
-    return ParamGrid(axes=axes, settings=settings, cells=cells)
