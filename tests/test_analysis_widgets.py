@@ -158,7 +158,9 @@ def test_live_explorer_builds_and_updates(model, image):
     r = ex.update()
     assert r is ex.result and r.masks.shape[-1] == 14
     assert r.class_name(int(r.targets[0, 0])) == "mobile home"
-    assert bytes(ex.picture.value).startswith(PNG_MAGIC) and ex.picture.layout.display is None
+    picture = bytes(ex.picture.value)
+    assert picture[:4] == b"RIFF" and picture[8:12] == b"WEBP" and ex.picture.format == "webp"
+    assert ex.picture.layout.display is None
     assert "mobile home" in ex.status.value
 
 

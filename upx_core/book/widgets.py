@@ -35,31 +35,38 @@ __all__ = ["figure_png", "result_pngs", "result_pictures", "stored_result", "tre
 
 
 def figure_png(fig: Figure, dpi: int = 80, format: str = "png", quality: int = 75) -> bytes:  # noqa: A002
-    """A figure as PNG (or ``format="jpeg"``, at ``quality``) bytes; works without pyplot:
-    nothing is shown or kept open."""
+    """A figure as PNG (or ``format="jpeg"`` or ``"webp"``, at ``quality``) bytes; works
+    without pyplot: nothing is shown or kept open."""
     buf = io.BytesIO()
-    extra = {"pil_kwargs": {"quality": quality}} if format == "jpeg" else {}
+    extra = {}
+    if format == "jpeg":
+        extra = {"pil_kwargs": {"quality": quality}}
+    elif format == "webp":  # method 6: the slowest encoder, the smallest file at a quality
+        extra = {"pil_kwargs": {"quality": quality, "method": 6}}
     fig.savefig(buf, format=format, dpi=dpi, **extra)
     return buf.getvalue()
 
 
 def result_pictures(result: UPXResult, image: torch.Tensor, b: int = 0,
                     titles: Sequence[str] | None = None, dpi: int = 72, format: str = "png",  # noqa: A002
-                    quality: int = 75, colorbar: bool = False) -> list[bytes]:
+                    quality: int = 75, colorbar: bool = False,
+                    width: float = 8.2) -> list[bytes]:
     """One picture per setting of image ``b``, in the paper's layout (:func:`show_explanation`):
     image, undesirable pixels over it, perturbed image with target probability before -> after.
 
     ``titles`` head each figure (a setting's label is longer than a panel is wide); ``colorbar``
-    adds the heatmap's scale; ``format`` is ``"png"`` or ``"jpeg"`` (at ``quality``). The
-    figure is 8.2 inches wide: ``dpi=100`` gives 820 pixels. Figures are built without pyplot,
-    so nothing is displayed in a notebook.
+    adds the heatmap's scale; ``format`` is ``"png"``, ``"jpeg"`` or ``"webp"`` (at
+    ``quality``). The figure is ``width`` inches wide (``dpi=100`` and 8.2 inches give 820
+    pixels); a narrower figure keeps the text's size in points, so it is larger beside the
+    panels. Figures are built without pyplot, so nothing is displayed in a notebook.
     """
     if image.dim() == 4:
         image = image[b]
-    height = (3.2 if titles is not None else 2.9) + (0.2 if colorbar else 0.0)
+    # the panels are square: their height follows the width, the titles' and labels' does not
+    height = (width - 1.0) / 3 + (0.8 if titles is not None else 0.5) + (0.2 if colorbar else 0.0)
     pictures = []
     for k in range(result.targets.shape[1]):
-        fig = Figure(figsize=(8.2, height), layout="constrained")
+        fig = Figure(figsize=(width, height), layout="constrained")
         axes = fig.subplots(1, 3)
         if titles is not None:
             fig.suptitle(titles[k], fontsize=11)
@@ -103,14 +110,18 @@ def stored_result(image: torch.Tensor, masks: torch.Tensor, target: int, prob_be
                      categories=list(categories) if categories else None)
 
 
-def _leaf(value, format: str) -> widgets.Widget:  # noqa: A002
-    if isinstance(value, bytes):
-        return widgets.Image(value=value, format=format)
-    return widgets.HTML(str(value))
+def _leaf(value, format: str, layout: widgets.Layout, made: dict) -> widgets.Widget:  # noqa: A002
+    """One widget per distinct picture or text (``made`` keeps them): a picture that several
+    choices share, as the paper's values are under every knob, is embedded once."""
+    if value not in made:
+        made[value] = (widgets.Image(value=value, format=format, layout=layout)
+                       if isinstance(value, bytes) else widgets.HTML(str(value)))
+    return made[value]
 
 
 def tree_explorer(tree: dict, names: Sequence[str], format: str = "jpeg",  # noqa: A002
-                  format_value=None, dropdown: Sequence[str] = ()) -> widgets.Box:
+                  format_value=None, dropdown: Sequence[str] = (),
+                  start: dict | None = None) -> widgets.Box:
     """A kernel-free explorer over a nested dict of pictures: ``tree[a][b]...[v]`` is the
     picture (bytes, shown as ``ipywidgets.Image`` of ``format``) or an HTML text of one choice.
 
@@ -118,57 +129,99 @@ def tree_explorer(tree: dict, names: Sequence[str], format: str = "jpeg",  # noq
     (``ToggleButtons``, or a ``Dropdown`` for names in ``dropdown``), whose options must be the
     same in every branch. The last level's options may depend on the choice at the level above
     it (the knob decides which values there are): one ``SelectionSlider`` per such choice, which
-    shows the value, not its step; a Stack shows the slider of the chosen knob. The controls are
-    ``jslink``-ed in the browser to the ``selected_index`` of nested ``ipywidgets.Stack``s, so
-    the explorer needs no kernel. The box keeps its links in ``box.links`` and its controls in
-    ``box.controls`` (level name -> widget; the last level's name -> {knob: slider}).
+    shows the value, not its step; a Stack shows the slider of the chosen knob. A knob named by
+    a tuple of names varies that many values together: ``tree[...][("l1", "l2")][v1][v2]`` is
+    a picture, its button reads ``l1 × l2``, and it has one slider per name (in a ``VBox``).
+
+    ``start`` picks the choice shown first: ``{level name: option}``, and for the last level
+    ``{knob: value}`` (a tuple of values for a tuple knob); unnamed levels start at their first
+    option. The controls are ``jslink``-ed in the browser to the ``selected_index`` of nested
+    ``ipywidgets.Stack``s, so the explorer needs no kernel. The box keeps its links in
+    ``box.links`` and its controls in ``box.controls`` (level name -> widget; the last level's
+    name -> {knob: slider, or a tuple of sliders for a tuple knob}). The page embeds every
+    widget's state, a kilobyte for each ``Layout``: the pictures share one, the Stacks another,
+    and a picture two choices share is one widget in both Stacks.
     """
     names = list(names)
     if len(names) < 2:
         raise ValueError("tree_explorer needs at least two levels (a knob and its values)")
     fmt = format_value or (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+    start = dict(start or {})
+    value_name = names[-1]
+    picture_layout, stack_layout, made = widgets.Layout(), widgets.Layout(), {}
 
-    def level_options(branches: list[dict], depth: int) -> list:
+    def level_options(branches: list[dict], what: str) -> list:
         options = list(branches[0])
         if any(list(b) != options for b in branches):
-            raise ValueError(f"level {names[depth]!r} has different options in different "
-                             "branches; only the last level may depend on the one above")
+            raise ValueError(f"level {what!r} has different options in different branches; "
+                             "only the last level may depend on the one above")
         return options
 
-    branches, controls, links = [tree], {}, []
-    for depth, name in enumerate(names[:-1]):
-        options = level_options(branches, depth)
+    def first(name: str, options: list) -> int:
+        if name not in start:
+            return 0
+        if start[name] not in options:
+            raise ValueError(f"start: {start[name]!r} is not an option of {name!r}: {options}")
+        return options.index(start[name])
+
+    branches, controls, links, chosen = [tree], {}, [], {}
+    for name in names[:-1]:
+        options = level_options(branches, name)
+        chosen[name] = first(name, options)
         kind = widgets.Dropdown if name in dropdown else widgets.ToggleButtons
-        controls[name] = kind(options=[(fmt(o), i) for i, o in enumerate(options)], value=0,
-                              description=name, style={"description_width": "initial"})
+        labels = [(" × ".join(map(fmt, o)) if isinstance(o, tuple) else fmt(o), i)
+                  for i, o in enumerate(options)]
+        controls[name] = kind(options=labels, value=chosen[name], description=name,
+                              style={"description_width": "initial"})
         branches = [b[o] for b in branches for o in options]
-    knob_name, value_name = names[-2], names[-1]
     knobs = list(tree_path_options(tree, len(names) - 2))
-    values = {}
+    unknown = set(start.get(value_name, {})) - set(knobs)
+    if unknown:
+        raise ValueError(f"start: no knob {sorted(unknown, key=str)} among {knobs}")
+    values, sliders, starts = {}, {}, {}
     for j, knob in enumerate(knobs):
-        per_knob = [b for i, b in enumerate(branches) if i % len(knobs) == j]
-        values[knob] = level_options(per_knob, len(names) - 1)
-    sliders = {knob: widgets.SelectionSlider(options=[fmt(v) for v in values[knob]], index=0,
-                                             description=f"{fmt(knob)} =",
-                                             continuous_update=True,
-                                             style={"description_width": "initial"})
-               for knob in knobs}
-    slider_stack = widgets.Stack(list(sliders.values()), selected_index=0)
-    links.append(widgets.jslink((controls[knob_name], "index"), (slider_stack, "selected_index")))
+        axes = knob if isinstance(knob, tuple) else (knob,)
+        nodes = [b for i, b in enumerate(branches) if i % len(knobs) == j]
+        values[knob] = []
+        for axis in axes:  # along each axis, the options of every node one level down
+            values[knob].append(level_options(nodes, f"{fmt(knob)}: {fmt(axis)}"))
+            nodes = [n[o] for n in nodes for o in values[knob][-1]]
+        wanted = start.get(value_name, {}).get(knob)
+        if wanted is None:
+            starts[knob] = [0] * len(axes)
+        else:
+            wanted = wanted if isinstance(knob, tuple) else (wanted,)
+            if len(wanted) != len(axes):
+                raise ValueError(f"start: {fmt(knob)} takes {len(axes)} values, got {wanted!r}")
+            for axis, opts, v in zip(axes, values[knob], wanted, strict=True):
+                if v not in opts:
+                    raise ValueError(f"start: {v!r} is not a value of {fmt(axis)}: {opts}")
+            starts[knob] = [opts.index(v) for opts, v in zip(values[knob], wanted, strict=True)]
+        sliders[knob] = tuple(
+            widgets.SelectionSlider(options=[fmt(v) for v in opts], index=i0,
+                                    description=f"{fmt(axis)} =", continuous_update=True,
+                                    style={"description_width": "initial"})
+            for axis, opts, i0 in zip(axes, values[knob], starts[knob], strict=True))
+    slider_stack = widgets.Stack(
+        [s[0] if len(s) == 1 else widgets.VBox(list(s)) for s in sliders.values()],
+        selected_index=chosen[names[-2]])
+    links.append(widgets.jslink((controls[names[-2]], "index"),
+                                (slider_stack, "selected_index")))
+
+    def values_stack(node, knob, axis: int) -> widgets.Stack:
+        last = axis == len(values[knob]) - 1
+        children = [_leaf(node[v], format, picture_layout, made) if last
+                    else values_stack(node[v], knob, axis + 1) for v in values[knob][axis]]
+        stack = widgets.Stack(children, selected_index=starts[knob][axis], layout=stack_layout)
+        links.append(widgets.jslink((sliders[knob][axis], "index"), (stack, "selected_index")))
+        return stack
 
     def build(node, depth: int) -> widgets.Stack:
-        keys = list(node)
         if depth == len(names) - 2:  # the knob level: each child is a Stack over its values
-            children = []
-            for knob in keys:
-                leaves = widgets.Stack([_leaf(node[knob][v], format) for v in values[knob]],
-                                       selected_index=0)
-                links.append(widgets.jslink((sliders[knob], "index"),
-                                            (leaves, "selected_index")))
-                children.append(leaves)
+            children = [values_stack(node[knob], knob, 0) for knob in node]
         else:
-            children = [build(node[key], depth + 1) for key in keys]
-        stack = widgets.Stack(children, selected_index=0)
+            children = [build(node[key], depth + 1) for key in node]
+        stack = widgets.Stack(children, selected_index=chosen[names[depth]], layout=stack_layout)
         links.append(widgets.jslink((controls[names[depth]], "index"),
                                     (stack, "selected_index")))
         return stack
@@ -176,7 +229,8 @@ def tree_explorer(tree: dict, names: Sequence[str], format: str = "jpeg",  # noq
     pictures = build(tree, 0)
     box = widgets.VBox([*controls.values(), slider_stack, pictures])
     box.links = links
-    box.controls = {**controls, value_name: sliders}
+    box.controls = {**controls,
+                    value_name: {k: s[0] if len(s) == 1 else s for k, s in sliders.items()}}
     return box
 
 
@@ -256,7 +310,9 @@ class LiveExplorer(widgets.VBox):
                                       icon="play")
         self.status = widgets.HTML("Set the controls and press <i>Optimize</i>.")
         # Hidden until the first run, so the static book shows no empty image.
-        self.picture = widgets.Image(format="png", layout=widgets.Layout(display="none"))
+        # WebP: a notebook saved with its widgets (the book's chapter 8) carries the picture, a
+        # fifth of its PNG's weight
+        self.picture = widgets.Image(format="webp", layout=widgets.Layout(display="none"))
         self.result: UPXResult | None = None
         self.button.on_click(lambda _button: self.update())
         # CSS handles for readers' styles and the lab test (tests/test_lab.py)
@@ -294,7 +350,8 @@ class LiveExplorer(widgets.VBox):
             setting, config = self.current()
             r = optimize_masks(self.model, self.image, settings=[setting], config=config,
                                device=self.device, progress=False)
-            picture = result_pictures(r, self.image, dpi=80, colorbar=True)[0]
+            picture = result_pictures(r, self.image, dpi=80, format="webp", quality=80,
+                                      colorbar=True)[0]
             ratio = float(undesirable_pixel_ratio(r.masks_upsampled[0, 0]).item())
         except Exception as err:  # every error belongs on the screen, not in the lab's log
             message = html.escape(f"{type(err).__name__}: {err}")
