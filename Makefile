@@ -37,7 +37,7 @@ export MALLOC_TOP_PAD_ ?= 1073741824
 # benchmarks/thread_policy.py). It must be set before torch loads, so here for every kernel.
 export GOMP_SPINCOUNT ?= 10000
 
-.PHONY: venv test book paths clean chromium lab
+.PHONY: venv test book wheel paths clean chromium lab
 
 venv: $(STAMP)
 
@@ -61,9 +61,24 @@ test: venv chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-book: venv
+# The package as a wheel beside the book (every page's download menu, book/_ext/upx_wheel.py):
+# no public index has upx yet, and a downloaded chapter imports it. Built from a copy of the
+# package, because setuptools' build/ folder in the tree would keep modules deleted since and
+# pack them too; only upx_core goes in (pyproject's packages), no notebook results or images.
+wheel: venv
+	rm -rf _build/wheel && mkdir -p _build/wheel
+	tmp=$$(mktemp -d) && cp -r pyproject.toml README.md upx_core "$$tmp" && \
+	rc=0 && $(BIN)/python -m pip wheel "$$tmp" --no-deps --no-build-isolation -q \
+		-w _build/wheel || rc=$$?; rm -rf "$$tmp"; exit $$rc
+
+# UPX_BOOK_STATIC: a folder of html_static_path that a chapter may write files into for its
+# page to load on demand (chapter 8's explorer pictures), kept beside the execution cache so
+# that both go together.
+book: venv wheel
+	@mkdir -p _build/book-static
 	@start=$$(date +%s); \
-	rc=0; $(BIN)/jupyter-book build . -W -n --keep-going || rc=$$?; \
+	rc=0; UPX_BOOK_STATIC=$(CURDIR)/_build/book-static \
+		$(BIN)/jupyter-book build . -W -n --keep-going || rc=$$?; \
 	echo "book build wall time: $$(( $$(date +%s) - start )) s (exit $$rc)"; \
 	exit $$rc
 
