@@ -16,7 +16,7 @@ before the next chunk, so a stopped run leaves a complete grid on fewer images, 
 command resumes it (a larger ``--n`` extends it). ``factorial.json`` beside them records the
 grid, command, hardware and commits.
 
-    python benchmarks/factorial.py --n 24 --seeds 0 1 --out benchmarks/results/factorial
+    python benchmarks/factorial.py --n 24 --seeds 0 1 --out notebooks/results/factorial
 """
 
 from __future__ import annotations

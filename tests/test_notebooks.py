@@ -34,6 +34,7 @@ TINY = {
     # the stored masks are drawn, not recomputed; the live check recomputes one of them
     "08_explore": {"check_modes": ["ftc"], "live_iterations": 2, "threads": 1},
     "09_blackbox": {"live_queries": 42, "iterations": 4, "threads": 1},
+    "10_readings": {},  # stored runs only
 }
 
 
