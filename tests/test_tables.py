@@ -1,5 +1,5 @@
-"""The chapters' tables and regions (upx_core.book.analysis, upx_core.evaluation.tables), the
-results folder (upx_core.book.chapter) and stored-result files
+"""The chapters' tables and regions (upx_core.book.analysis, upx_core.book.regions,
+upx_core.evaluation.tables), the results folder (upx_core.book.chapter) and stored-result files
 (upx_core.evaluation.provenance)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from upx_core import MaskSetting, OptimConfig, UPXResult
-from upx_core.book.analysis import BEFORE, blur_region, box_region, probability_table, region_share
+from upx_core.book.analysis import BEFORE, probability_table
 from upx_core.book.chapter import find_results_dir
+from upx_core.book.regions import blur_region, box_region, region_share
 from upx_core.evaluation.provenance import load_results, provenance, save_results
 from upx_core.evaluation.tables import (
     bootstrap_interval,
@@ -329,3 +330,17 @@ def test_readings_table_one_row_per_reading_trials_averaged_first():
     assert t.loc["fntc", "phi_lo"] <= t.loc["fntc", "phi"] <= t.loc["fntc", "phi_hi"]
     assert (t.loc["ftc", "fntc_norm"], t.loc["ftc", "lambda2"]) == ("", 0.5)
     assert t.loc["ftc", "ratio_pct"] == pytest.approx(4.0)
+
+
+def test_clean_probs_and_top_classes(model, tusker):
+    from upx_core.book.analysis import clean_probs, top_classes
+
+    with torch.no_grad():
+        want = torch.softmax(model(tusker[None]), dim=1)
+    one = clean_probs(model, tusker)
+    assert one.shape == (1000,) and torch.equal(one, want[0])
+    assert torch.equal(clean_probs(model, tusker[None]), want)
+    top = top_classes(torch.tensor([0.1, 0.5, 0.15, 0.25]), ["a", "b", "c", "d"], k=3)
+    assert top["class"].tolist() == ["b", "d", "c"]
+    assert top["probability"].tolist() == pytest.approx([0.5, 0.25, 0.15])
+    assert top_classes(one, model.categories, 1)["class"].tolist() == ["tusker"]

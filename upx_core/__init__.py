@@ -26,7 +26,8 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         figures.py      the chapters' figures: picture grids, drawn boxes, explanations in rows
         masks.py        one row per mask and trial, both objectives side by side, hand-made masks
         claims.py       the book's checked sentences
-        analysis.py     logit decomposition, probability tables, image regions and their controls
+        analysis.py     logit decomposition, trial consistency, probability tables, top classes
+        regions.py      hand-drawn boxes: a mask's share, blurring them, random boxes as control
         widgets.py      the static (kernel-free) and live explorers
         readings.py     the paper's open readings against its Tables 1-2 (phi against ratio)
       data.py           image files and the 1000 ImageNet sample images

@@ -7,7 +7,8 @@ _EXPORTS = {
     **dict.fromkeys(["Claims", "ClaimError"], "claims"),
     **dict.fromkeys(["chapter_config", "load_sample", "glue", "styled", "show_source"],
                     "chapter"),
-    **dict.fromkeys(["logit_decomposition", "share_control", "blur_control"], "analysis"),
+    "logit_decomposition": "analysis",
+    **dict.fromkeys(["share_control", "blur_control"], "regions"),
     **dict.fromkeys(["tree_explorer", "live_explorer"], "widgets"),
 }
 __all__ = sorted(_EXPORTS)

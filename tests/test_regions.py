@@ -1,19 +1,24 @@
-"""The random-box control of upx_core.book.analysis: a hand-drawn box against boxes of the same size
-placed at random on the same image, for a mask's share (box_shares, share_control) and for the
-target's change when only the box is blurred (blur_boxes, blur_control)."""
+"""The random-box control of upx_core.book.regions: a hand-drawn box against boxes of the same size
+placed at random on the same image, for a mask's share (box_shares, share_control, box_table) and
+for the target's change when only the box is blurred (blur_boxes, blur_control, blurred_boxes,
+box_blur_controls)."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
 from upx_core import OptimConfig, load_image, load_model, sample_path
-from upx_core.book.analysis import (
+from upx_core.book.regions import (
     blur_boxes,
     blur_control,
     blur_region,
+    blurred_boxes,
+    box_blur_controls,
     box_region,
     box_shares,
+    box_table,
     percentile_of,
     random_boxes,
     region_share,
@@ -141,3 +146,36 @@ def test_blur_boxes_and_blur_control_are_blur_region_box_by_box(model, tusker):
     both = blur_control(model, tusker, BOX, [101, target], n=3, seed=5, config=config)
     assert both["target"].tolist() == [101, target]
     assert both.iloc[1]["value"] == pytest.approx(c["value"], abs=1e-6)
+
+
+def test_box_table_is_region_share_and_share_control_map_by_map():
+    inside = box_region(BOX) * 0.9
+    spread = torch.full((224, 224), 0.3)
+    table = box_table(torch.stack([inside, spread])[:, None], BOX, n=50, seed=2)
+    assert list(table.columns) == ["share", "area", "enrichment", "value", "control_median",
+                                   "percentile", "p_value", "p_value_low", "n"]
+    for row, u in zip(table.to_dict("records"), (inside, spread), strict=True):
+        assert row == {**region_share(u, box_region(BOX)), **share_control(u, BOX, 50, 2)}
+    # all of the first map's mass is in the box, which no random box holds as fully
+    assert table.loc[0, "share"] == 1.0 and table.loc[0, "area"] == 2500 / 224**2
+    assert table.loc[1, "enrichment"] == pytest.approx(1.0)
+
+
+def test_blurred_boxes_and_box_blur_controls_box_by_box(model, tusker):
+    config = OptimConfig()
+    boxes = {"box": BOX, "corner": (0, 40, 0, 40)}
+    hand = blurred_boxes(model, tusker, boxes, [386, 101], config)
+    assert hand.index.tolist() == ["clean image", "box blurred", "corner blurred"]
+    assert hand.columns.tolist() == ["African elephant", "tusker"]
+    with torch.no_grad():
+        clean = torch.softmax(model(tusker[None]), dim=1)[0]
+    assert hand.loc["clean image"].tolist() == clean[[386, 101]].tolist()
+    corner = blur_region(model, tusker, box_region(boxes["corner"]), config)
+    assert hand.loc["corner blurred"].tolist() == corner[[386, 101]].tolist()
+    controls = box_blur_controls(model, tusker, boxes, [386, 101], n=3, seed=5, config=config,
+                                 names=["Af", "tusker"])
+    assert controls[["box", "class"]].values.tolist() == [["box", "Af"], ["box", "tusker"],
+                                                          ["corner", "Af"], ["corner", "tusker"]]
+    alone = blur_control(model, tusker, boxes["corner"], [386, 101], n=3, seed=5, config=config)
+    pd.testing.assert_frame_equal(controls.iloc[2:].drop(columns=["box", "class"])
+                                  .reset_index(drop=True), alone)
