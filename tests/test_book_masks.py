@@ -4,18 +4,22 @@ two real image crops, and the hand-made masks of chapter 2 with their exact pena
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks
 from upx_core.book.masks import (
     both_objectives,
+    fntc_route_counts,
     hand_made_masks,
     mask_rows,
     pearson_pairs,
     penalty_table,
     probabilities_by_mask,
+    recompute_routes,
 )
 
 AFRICAN_ELEPHANT, INDIAN_ELEPHANT, TUSKER = 386, 385, 101
@@ -56,7 +60,7 @@ def test_mask_rows_one_row_per_mask_image_by_image(result):
     before, after = result.target_prob_before, result.target_prob_after
     row = rows.iloc[6]  # image 1, setting 2
     assert row["before"] == float(before[1, 2]) and row["after"] == float(after[1, 2])
-    assert row["change"] == float(after[1, 2]) - float(before[1, 2])
+    assert row["change"] == float(after[1, 2] - before[1, 2])
     residual = 1 - float(before[1, 2])
     assert row["gain"] == pytest.approx((float(after[1, 2]) - float(before[1, 2])) / residual
                                         * 100, rel=1e-9)
@@ -115,3 +119,21 @@ def test_hand_made_masks_and_their_exact_penalties():
     summed = penalty_table({"checkerboard": masks["checkerboard"]}, setting, "sum")
     assert summed.loc["checkerboard", "TV"] == pytest.approx(27 * 27 * math.sqrt(2), rel=1e-6)
     assert table["TV"].idxmax() == "checkerboard"
+
+
+def test_recompute_routes_and_their_counts_on_the_stored_run(model):
+    stored = pd.read_csv(Path(__file__).resolve().parents[1]
+                         / "notebooks/results/cpu_200img_prob.csv").query("mode == 'fntc'")
+    moved = stored[stored["relative_improvement"] > 10]
+    first = moved.head(1)
+    routes = recompute_routes(model, first, CONFIG.replace(objective="prob"))
+    assert len(routes) == 1 and routes["mode"].tolist() == ["fntc"]
+    assert routes["target"].tolist() == first["target"].tolist()
+    assert routes["stored_phi"].tolist() == first["relative_improvement"].tolist()
+    before, after = routes.loc[0, "prob_before"], routes.loc[0, "prob_after"]
+    assert routes.loc[0, "phi"] == pytest.approx((after - before) / (1 - before) * 100, rel=1e-5)
+    counts = fntc_route_counts(stored, routes)
+    assert counts["images"].tolist() == [
+        200, 39, 1, int(routes.loc[0, "phi"] > 10), int(routes.loc[0, "d_lse_others"] < 0),
+        int(abs(routes.loc[0, "d_target_logit"]) < 0.05)]
+    assert counts.iloc[1, 0] == "F-NTC raised the target by more than 10 % (stored)"

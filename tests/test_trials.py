@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from upx_core.evaluation.trials import agreement_paired, agreement_summary
+from upx_core.evaluation.trials import agreement_paired, agreement_summary, agreement_table
 
 NAN = float("nan")
 
@@ -50,3 +50,28 @@ def test_grouped_by_reading():
     assert len(t) == 4 and set(t["reading"]) == {"init", "noise"}
     p = agreement_paired(pairs, "ftc", "baseline", by=["reading"])
     assert p.groupby("reading").size().to_dict() == {"init": 2, "noise": 2}
+
+
+def test_agreement_table_writes_each_mean_with_its_interval():
+    t = agreement_table(agreement_summary(_pairs()))
+    assert list(t.columns) == ["mode", "Pearson r (95 %)", "IoU (95 %)", "images with an IoU",
+                               "both empty"]
+    assert t.loc[1, "Pearson r (95 %)"] == "0.35 (0.10-0.60)"  # F-TC: two images, 0.6 and 0.1
+    assert t.loc[0, "Pearson r (95 %)"] == "0.30 (nan-nan)"  # one image: no interval
+    assert t["images with an IoU"].tolist() == [1, 2]
+    assert t["both empty"].tolist() == pytest.approx([2 / 3, 0.0])
+
+
+def test_agreement_table_of_the_stored_consistency_run():
+    from pathlib import Path
+
+    pairs = pd.read_csv(Path(__file__).resolve().parents[1]
+                        / "notebooks/results/trial-consistency/pairs.csv")
+    t = agreement_table(agreement_summary(pairs, by=["reading"]))
+    assert t[["reading", "mode"]].values.tolist() == [
+        ["init", "baseline (Eq. 3)"], ["init", "F-TC"], ["noise", "baseline (Eq. 3)"],
+        ["noise", "F-TC"]]
+    assert t["IoU (95 %)"].tolist() == ["0.32 (0.20-0.44)", "0.37 (0.23-0.49)",
+                                        "0.48 (0.38-0.57)", "0.53 (0.43-0.61)"]
+    assert t["Pearson r (95 %)"].tolist()[2:] == ["0.80 (0.72-0.86)", "0.84 (0.79-0.88)"]
+    assert t["images with an IoU"].tolist() == [14, 13, 16, 16]

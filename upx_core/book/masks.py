@@ -3,7 +3,8 @@ per mask and trial (probabilities, Eq. 8, Table 2's ratio, the top class after),
 probabilities of chosen classes under each mask (Fig. 4), how alike two sets of masks are, and
 the hand-made masks chapter 2 prices with Eq. 3's penalties.
 
-Every table reads :class:`UPXResult` fields; only :func:`both_objectives` runs the optimizer.
+Every table reads :class:`UPXResult` fields; :func:`both_objectives` and :func:`recompute_routes`
+run the optimizer.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from torch import nn
 
 # optimize_masks through the package's public name, wherever the method keeps its loop
 from .. import optimize_masks
-from ..method.config import MaskSetting, OptimConfig
+from ..method.config import MaskSetting, OptimConfig, settings_grid
 from ..method.equations import l1_norm, tv_norm
 from ..method.metrics import consistency, relative_improvement, undesirable_pixel_ratio
 from ..method.result import UPXResult
-from .analysis import probability_table
+from .analysis import logit_decomposition, probability_table
+from .chapter import load_sample
 
 __all__ = ["both_objectives", "mask_rows", "pearson_pairs", "probabilities_by_mask",
-           "hand_made_masks", "penalty_table"]
+           "recompute_routes", "fntc_route_counts", "hand_made_masks", "penalty_table"]
 
 OBJECTIVES = ("prob", "log_prob")  # the two readings of f_k the case studies compare
 
@@ -55,11 +57,11 @@ def mask_rows(result: UPXResult, images: Sequence[str] | None = None,
     rows = []
     for b in range(b_count):
         for k, s in enumerate(result.settings):
-            before = float(result.target_prob_before[b, k])
-            after = float(result.target_prob_after[b, k])
+            before, after = result.target_prob_before[b, k], result.target_prob_after[b, k]
             rows.append({"image": images[b] if images is not None else b, "mode": s.mode,
                          "trial": s.seed, "target": result.class_name(int(result.targets[b, k])),
-                         "before": before, "after": after, "change": after - before,
+                         "before": float(before), "after": float(after),
+                         "change": float(after - before),  # in the probabilities' own precision
                          "gain": float(gain[b, k]), "ratio": float(ratio[b, k]),
                          "top class after": result.class_name(int(top_after[b, k]))})
     return pd.DataFrame(rows)
@@ -94,6 +96,42 @@ def probabilities_by_mask(result: UPXResult, classes: Sequence[int | str],
         ratio=undesirable_pixel_ratio(result.masks_upsampled[b, :, 0]).numpy())
     mean = per_trial.groupby("mask", sort=False)[names].mean()
     return per_trial, pd.concat([probs.iloc[:1], mean])
+
+
+def recompute_routes(model: nn.Module, rows: pd.DataFrame, config: OptimConfig,
+                     penalties: Mapping | None = None, mode: str = "fntc",
+                     device: str = "cpu") -> pd.DataFrame:
+    """The masks of stored evaluation ``rows`` (``file``, ``target``, ``relative_improvement``)
+    computed again, one trial (seed 0) of ``mode`` each in one optimizer call, and split into
+    their two routes: :func:`upx_core.book.analysis.logit_decomposition`'s rows, with Eq. 8's
+    ``phi`` (%) of the new mask and ``stored_phi``, the row's own."""
+    images = torch.stack([load_sample(f, model) for f in rows["file"]])
+    result = optimize_masks(model, images, targets=rows["target"].tolist(),
+                            settings=settings_grid((mode,), (0,), **dict(penalties or {})),
+                            config=config, device=device, progress=False)
+    return logit_decomposition(model, images, result, device=device).assign(
+        phi=relative_improvement(result.target_prob_before,
+                                 result.target_prob_after)[:, 0].numpy(),
+        stored_phi=rows["relative_improvement"].to_numpy())
+
+
+def fntc_route_counts(stored: pd.DataFrame, routes: pd.DataFrame,
+                      moved: float = 10.0) -> pd.DataFrame:
+    """How many images F-NTC moved, and by which route: of the ``stored`` F-NTC rows, those
+    that raised the target by more than ``moved`` (phi, %), and of those recomputed
+    (:func:`recompute_routes`), how many moved again, lowered the competitors' log-sum-exp and
+    kept the target logit within 0.05."""
+    counts = [
+        ("images in the stored run", len(stored)),
+        (f"F-NTC raised the target by more than {moved:g} % (stored)",
+         int((stored["relative_improvement"] > moved).sum())),
+        ("recomputed here", len(routes)),
+        (f"... raised by more than {moved:g} % again", int((routes["phi"] > moved).sum())),
+        ("... the competitors' log-sum-exp fell", int((routes["d_lse_others"] < 0).sum())),
+        ("... the target logit moved by less than 0.05",
+         int((routes["d_target_logit"].abs() < 0.05).sum())),
+    ]
+    return pd.DataFrame(counts, columns=["F-NTC under the probability", "images"])
 
 
 def hand_made_masks(n: int = 28, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .tables import MODE_LABELS, bootstrap_interval, sign_test
 
-__all__ = ["agreement_summary", "agreement_paired"]
+__all__ = ["agreement_summary", "agreement_paired", "agreement_table"]
 
 MEASURES = ("pearson", "iou")
 
@@ -70,3 +70,19 @@ def agreement_paired(pairs: pd.DataFrame, a: str, b: str,
                          "share_a_higher": wins / len(diff) if len(diff) else float("nan"),
                          "sign_test_p": sign_test(wins, losses)})
     return pd.DataFrame(rows)
+
+
+def agreement_table(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """:func:`agreement_summary` for reading: its grouping columns and ``mode``, each measure
+    as ``"mean (low-high)"`` (``Pearson r (95 %)``, ``IoU (95 %)``), the ``images with an IoU``
+    and the share of pairs where ``both`` trials are ``empty``."""
+    by = list(summary.columns[:summary.columns.get_loc("mode") + 1])
+    shown = summary[by].copy()
+    for name, col in (("Pearson r", "pearson"), ("IoU", "iou")):
+        shown[f"{name} (95 %)"] = [
+            f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+            for m, lo, hi in zip(summary[col], summary[f"{col}_lo"], summary[f"{col}_hi"],
+                                 strict=True)]
+    shown["images with an IoU"] = summary["iou_images"]
+    shown["both empty"] = summary["both_empty_share"]
+    return shown
