@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserInputError
-from .files import OutputDir
+from .files import OutputDir, check_image_file, check_output_dir
 from .method.config import MODEL_NAMES, MaskSetting, OptimConfig
 
 __all__ = ["ExplainPlan", "plan_explain", "check_model_flags", "DEFAULT_QUERIES"]
@@ -102,14 +102,11 @@ def plan_explain(args: argparse.Namespace, config: OptimConfig,
     check_model_flags(args)
     sample = args.image.startswith("sample:")
     if not sample:
-        from .files import check_image_file
-
         check_image_file(args.image)  # before torch loads: a typo is answered at once
 
     # What follows imports torch (seconds): say so at once, not after.
     announce(f"loading {args.onnx or args.model_file or args.model} ...")
     from .data import check_min_size, open_rgb, sample_path
-    from .files import check_output_dir
     from .method.models import class_index
     from .method.runtime import resolve_device
 
@@ -121,7 +118,8 @@ def plan_explain(args: argparse.Namespace, config: OptimConfig,
     query_only = bool(args.onnx or args.black_box)
     return ExplainPlan(
         image=image, picture=picture, out=out,
-        # every model upx explains has the ImageNet classes (a file's, too)
+        # names are ImageNet's for every model (a file names no classes of its own); the
+        # optimizer checks the index against the model's outputs
         target=None if args.target is None else class_index(args.target),
         mode=args.mode, seeds=tuple(args.seeds), settings=settings, config=config,
         threshold=args.threshold, model=args.model,
