@@ -1,5 +1,6 @@
 """The chapters' own figures: grids of pictures with their titles, a hand-drawn box outlined on a
-map, explanations stacked in rows under one colour bar.
+map, explanations stacked in rows under one colour bar, the stored evaluation runs' distributions
+and strata (chapter 7) and the stored query-only run's maps and budget curves (chapter 9).
 
 The paper's three-panel figure and the maps' one encoding are :mod:`upx_core.plotting`'s; this
 module only arranges them (and the pictures chapters 1-2 teach with) the way the chapters show
@@ -8,22 +9,27 @@ them. Every function returns a pyplot figure, so a chapter's ``plt.show()`` disp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 
+from ..evaluation.blackbox_run import QualityRun
+from ..evaluation.tables import MODE_LABELS, by_confidence
 from ..method.config import OptimConfig
 from ..method.result import UPXResult
-from ..plotting import blur_colorbar, show_explanation, to_numpy_image
+from ..plotting import blur_colorbar, heatmap_rgb, overlay, show_explanation, to_numpy_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["Panel", "picture_grid", "draw_box", "explanation_rows", "objective_title"]
+__all__ = ["Panel", "picture_grid", "draw_box", "explanation_rows", "objective_title",
+           "distributions", "gain_against_confidence", "strata_bars", "quality_maps",
+           "budget_curves"]
 
 
 def _plt():
@@ -119,3 +125,127 @@ def objective_title(objective: str, trial: int) -> str:
     trial 0``."""
     default = " (library default)" if objective == OptimConfig().objective else ""
     return f"objective = {objective!r}{default}, trial {trial}"
+
+
+def _long(runs: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    long = pd.concat([df.assign(source=src) for src, df in runs.items()], ignore_index=True)
+    return long.assign(mode=long["mode"].map(MODE_LABELS))
+
+
+def distributions(runs: Mapping[str, pd.DataFrame]) -> Figure:
+    """Tables 1 and 2 image by image: each image's relative improvement (Eq. 8, left) and ratio
+    (right), one dot per image by mode and run (``runs``: label -> evaluation rows), boxes at
+    the quartiles, one legend above both panels."""
+    import seaborn as sns
+
+    long = _long(runs)
+    order = [label for label in MODE_LABELS.values() if label in set(long["mode"])]
+    fig, axes = _plt().subplots(1, 2, figsize=(12, 4.2))
+    for ax, column, label in zip(axes, ["relative_improvement", "ratio"],
+                                 ["relative improvement, Eq. 8 (%)", "undesirable-pixel ratio"],
+                                 strict=True):
+        sns.boxplot(data=long, x="mode", y=column, hue="source", order=order, ax=ax,
+                    showfliers=False, fill=False, legend=False)
+        sns.stripplot(data=long, x="mode", y=column, hue="source", order=order, ax=ax,
+                      dodge=True, size=4, alpha=0.8, legend=ax is axes[0])
+        if ax.get_legend():
+            handles, labels = ax.get_legend_handles_labels()
+            ax.get_legend().remove()
+        ax.set_xlabel("")
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", labelrotation=15)
+    axes[0].axhline(0, color="grey", linewidth=0.8)
+    # one legend for both panels, above them, so neither panel is squeezed to make room for it
+    fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    return fig
+
+
+def gain_against_confidence(runs: Mapping[str, pd.DataFrame]) -> Figure:
+    """F-TC's relative improvement (Eq. 8) of each image against the top class's probability
+    on the clean image, f_h(X), one marker style per run."""
+    import seaborn as sns
+
+    long = _long(runs)
+    fig, ax = _plt().subplots(figsize=(6, 4))
+    sns.scatterplot(data=long[long["mode"] == MODE_LABELS["ftc"]], x="prob_before",
+                    y="relative_improvement", hue="source", style="source", ax=ax, s=30)
+    ax.set_xlabel("$f_h(X)$, the top class's probability on the clean image")
+    ax.set_ylabel("F-TC relative improvement, Eq. 8 (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def strata_bars(runs: Mapping[str, pd.DataFrame], modes: Sequence[str] = ("ftc", "fntc"),
+                paper: tuple[float, float] = (44.9, 49.0)) -> Figure:
+    """phi (Eq. 8) per stratum of f_h(X) (:func:`upx_core.evaluation.tables.by_confidence`), one
+    panel per run (``runs``: label -> rows) on the images all of them hold, bars per mode, with
+    the ``paper``'s range of F-TC's phi shaded (Table 1: 44.9 and 48.7)."""
+    import seaborn as sns
+
+    shared = set.intersection(*(set(df["image_index"]) for df in runs.values()))
+    fig, axes = _plt().subplots(1, len(runs), figsize=(5 * len(runs), 3.6), squeeze=False)
+    for ax, (name, df) in zip(axes[0], runs.items(), strict=True):
+        table = by_confidence(df[df["image_index"].isin(shared)])
+        table = table[table["mode"].isin([MODE_LABELS[m] for m in modes])]
+        sns.barplot(data=table, x="f_h(X)", y="phi", hue="mode", ax=ax)
+        ax.set_title(f"{name}, {len(shared)} images")
+        ax.set_xlabel("$f_h(X)$ before any blur")
+        ax.set_ylabel("phi, Eq. 8 (%)")
+        ax.axhspan(*paper, color="grey", alpha=0.2, label="paper's Table 1")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def quality_maps(run: QualityRun, images: torch.Tensor) -> Figure:
+    """The stored query-only run's masks, one row per case: the photo with white-box seed 0's
+    region 1 - M' > 0.6 outlined, then the map 1 - M' alone of white-box seeds 0 and 1 and of
+    the query-only mask (ONNX Runtime) at each budget, under one colour bar."""
+    columns = ([("photo", "image, white-box seed 0\n1 \u2212 M\u2032 > 0.6 outlined"),
+                ("white", "white-box, seed 0"), ("white_seed1", "white-box, seed 1")]
+               + [(f"onnxruntime_{b}", f"query-only, {b:,} queries") for b in run.budgets])
+    fig, axes = _plt().subplots(len(run.cases), len(columns),
+                                figsize=(2.3 * len(columns) + 1.2, 2.4 * len(run.cases)),
+                                squeeze=False, layout="constrained")
+    size = tuple(images.shape[-2:])
+    maps = {key: run.undesirable("white" if key == "photo" else key, size) for key, _ in columns}
+    for i, (_, target) in enumerate(run.cases):
+        for j, (key, title) in enumerate(columns):
+            ax = axes[i, j]
+            ax.imshow(overlay(images[i], maps[key][i]) if key == "photo"
+                      else heatmap_rgb(maps[key][i]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+        axes[i, 0].set_ylabel(target, fontsize=10)
+    blur_colorbar(fig, list(axes.ravel()))
+    return fig
+
+
+def budget_curves(run: QualityRun, targets: Sequence[str], goal: float = 0.6) -> Figure:
+    """Pearson r with white-box seed 0 against the queries per mask, one panel per target (in
+    ``targets``' order): the query-only estimator (ONNX Runtime) and the oracle, the other
+    white-box seeds dotted and the ``goal`` in red."""
+    fig, axes = _plt().subplots(1, len(targets), figsize=(3.4 * len(targets), 3.0), sharey=True,
+                                squeeze=False, layout="constrained")
+    axes = axes[0]
+    for ax, target in zip(axes, targets, strict=True):
+        for kind, style, label in ((run.onnx, "o-", "query-only (ONNX Runtime)"),
+                                   (run.oracle, "s--", "oracle: exact directional derivatives")):
+            part = kind[kind["target"] == target].sort_values("budget")
+            ax.plot(part["budget"], part["pearson_vs_white"], style, label=label)
+        for r in run.seed_agreement.loc[target]:
+            ax.axhline(r, color="0.6", lw=1, ls=":")
+        ax.axhline(goal, color="C3", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(target, fontsize=10)
+        ax.set_xlabel("queries per mask")
+    axes[0].set_ylabel("Pearson r with white-box seed 0")
+    axes[0].plot([], [], color="0.6", ls=":", label="white-box seeds 1 and 2")
+    axes[0].plot([], [], color="C3", lw=0.8, label=f"the goal, {goal:g}")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2,
+               fontsize=9)
+    return fig
