@@ -6,6 +6,7 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from matplotlib.patches import Rectangle
@@ -98,3 +99,47 @@ def test_objective_title_names_the_library_default():
     other = "log_prob" if default == "prob" else "prob"
     assert objective_title(default, 0) == f"objective = {default!r} (library default), trial 0"
     assert objective_title(other, 2) == f"objective = {other!r}, trial 2"
+
+
+@pytest.fixture(scope="module")
+def stored_runs():
+    from pathlib import Path
+
+    from upx_core.evaluation.runs import load_stored_runs, objective_runs
+
+    found = objective_runs(load_stored_runs(Path(__file__).resolve().parents[1]
+                                            / "notebooks" / "results"))
+    return {"probability": found["prob"][1], "log-probability": found["log_prob"][1]}
+
+
+def test_distributions_and_gain_against_confidence_of_stored_runs(stored_runs):
+    from upx_core.book.figures import distributions, gain_against_confidence
+
+    fig = distributions(stored_runs)
+    left, right = fig.axes
+    assert (left.get_ylabel(), right.get_ylabel()) == ("relative improvement, Eq. 8 (%)",
+                                                       "undesirable-pixel ratio")
+    assert [t.get_text() for t in left.get_xticklabels()] == [
+        "F-TC", "F-NTC", "baseline (Eq. 3)", "random (F-TC area)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(stored_runs)
+    plt.close(fig)
+    fig = gain_against_confidence(stored_runs)
+    (ax,) = fig.axes
+    dots = np.concatenate([c.get_offsets() for c in ax.collections])
+    ftc = pd.concat([df[df["mode"] == "ftc"] for df in stored_runs.values()])
+    assert len(dots) == len(ftc) == 400  # one F-TC dot per image and run
+    assert sorted(dots[:, 0]) == pytest.approx(sorted(ftc["prob_before"]))
+    plt.close(fig)
+
+
+def test_strata_bars_on_the_shared_images(stored_runs):
+    from upx_core.book.figures import strata_bars
+
+    fig = strata_bars(stored_runs)
+    assert [ax.get_title() for ax in fig.axes] == ["probability, 200 images",
+                                                   "log-probability, 200 images"]
+    heights = [p.get_height() for p in fig.axes[0].patches if p.get_height() > 0][:4]
+    assert [round(h, 3) for h in heights] == [72.003, 62.642, 44.086, 4.819]  # F-TC's strata
+    band = [p for p in fig.axes[0].patches if p.get_label() == "paper's Table 1"]
+    assert len(band) == 1 and band[0].get_y() == 44.9
+    plt.close(fig)

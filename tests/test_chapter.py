@@ -228,3 +228,15 @@ def test_chapter_claims_are_strict_only_in_the_book_run(tmp_path, capsys):
     assert (tmp_path / "claims.csv").is_file()
     quiet = chapter_claims("ch", active=False)  # no book run given: strict, but inactive
     assert quiet.strict and not quiet.active and quiet.check("x", 1, above=2) is False
+
+
+def test_config_changes_names_what_differs_from_the_defaults():
+    from upx_core.book.chapter import config_changes
+
+    assert config_changes(OptimConfig()) == {}
+    default = OptimConfig().objective
+    other = "log_prob" if default == "prob" else "prob"
+    assert config_changes(OptimConfig(iterations=3, objective=other)) == {
+        "iterations": 3, "objective": other}
+    assert config_changes(OptimConfig(lr=OptimConfig().lr)) == {}  # a default set is no change
+    assert list(config_changes(OptimConfig(sigma=2.0, iterations=5))) == ["iterations", "sigma"]

@@ -20,6 +20,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         distributed.py  the evaluation sharded under torchrun
         provenance.py   hardware, commit and command of a stored run; the optimizer version
         tables.py       Tables 1-2 beside the paper, paired wins, spread over trials
+        runs.py         stored runs compared: two objectives, strata, targets, two models
         trials.py       how alike a mask's trials are (Pearson, IoU), with intervals
         blackbox_run.py the stored query-only run read back: agreement and cost per budget
       book/             what only the chapters use; nothing outside it imports it

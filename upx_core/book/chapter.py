@@ -8,6 +8,7 @@ the library's objects, so each chapter keeps prose, parameters, calls and figure
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -31,6 +32,7 @@ __all__ = [
     "find_results_dir",
     "glue",
     "changed_parameters",
+    "config_changes",
     "chapter_claims",
     "save_figure",
     "save_table",
@@ -194,6 +196,14 @@ def changed_parameters(values: Mapping, book: Mapping) -> list[str]:
         if value is _MISSING or value != default:
             changed.append(name)
     return changed
+
+
+def config_changes(config: OptimConfig) -> dict:
+    """The fields of ``config`` that differ from the library's defaults (``OptimConfig()``),
+    in field order: what a chapter's run changed."""
+    defaults = OptimConfig()
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(defaults, f.name)}
 
 
 def chapter_claims(chapter: str, out: str | os.PathLike | None = None, active: bool = True,
