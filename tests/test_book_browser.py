@@ -6,7 +6,8 @@ Checks: every page in _toc.yml loads; notebook chapters show a loaded figure and
 output; no table or code block runs past the text column (a table wider than the column scrolls
 inside a framed box, book/_static/upx.css); every figure of chapters 1-7 and 9 is numbered
 and captioned; at 800 px, no display equation, code block or table of any page is wider than
-its box; the explore chapter's buttons and sliders switch pictures in the static page; and no
+its box; the explore chapter's buttons and sliders switch pictures in the static page; the book
+offers the upx wheel on every page; and no
 page asks any host but localhost for anything (the widget and math JavaScript are vendored in
 book/widgets-js/).
 
@@ -262,9 +263,16 @@ def _wait_for_new_picture(page, old: str) -> str:
     return _visible_picture(page)
 
 
+def _active(toggles) -> str:
+    return toggles.locator("button.mod-active").inner_text().strip()
+
+
 def test_explore_controls_switch_pictures(visit, shot_dir):
-    """Chapter 8's static explorer (no kernel): the image and knob buttons and each knob's
-    value slider switch the visible picture, and the slider shows the value, not its step."""
+    """Chapter 8's static explorer (no kernel): it opens on a view that shows something (the
+    chocolate sauce under F-TC at the paper's values; the chapter checks that its mask is not
+    empty); the image, mode and knob buttons and every knob's value slider (two for lambda1 x
+    lambda2) switch the visible picture, each slider starts at the paper's value and shows the
+    value, not its step; and the page loads a picture only when it is shown."""
     v = visit(EXPLORE)
     page = v.page
     # The widget state embedded in the page is rendered by the vendored embed-amd.js.
@@ -276,33 +284,89 @@ def test_explore_controls_switch_pictures(visit, shot_dir):
     widget_output.screenshot(path=str(shot_dir / "explore_before.png"))
     toggles = widget_output.locator(".widget-toggle-buttons")
     images, modes, knobs = toggles.nth(0), toggles.nth(1), toggles.nth(2)
+    assert (_active(images), _active(modes), _active(knobs)) == (
+        "chocolate sauce", "F-TC", "λ₁ (TV) × λ₂ (L1)")
+    start = _visible_picture(page)
+    loaded = [u for u in v.requests if u.endswith(".webp")]
+    assert loaded == [start], f"the page loaded other pictures than the one shown: {loaded}"
 
-    seen = {_visible_picture(page)}
-    for name in ("ski", "chocolate sauce", "African elephant"):  # three images, and back
+    seen = {start}
+
+    def step(action) -> None:
         old = _visible_picture(page)
-        images.get_by_role("button", name=name, exact=True).click()
+        action()
         seen.add(_wait_for_new_picture(page, old))
-    old = _visible_picture(page)
-    modes.get_by_role("button", name="F-TC", exact=True).click()
-    seen.add(_wait_for_new_picture(page, old))
-    readouts = {}
-    for knob in ("λ₁ (TV)", "λ₂ (L1)", "γ", "seed", "objective"):
-        knobs.get_by_role("button", name=knob, exact=True).click()
-        slider = widget_output.locator(".widget-slider:visible")
-        slider.filter(has_text=f"{knob} =").wait_for(timeout=10_000)  # the knob's own slider
-        assert slider.count() == 1, f"{knob}: expected one visible value slider"
-        old = _visible_picture(page)
+
+    def slide(slider) -> None:
         handle = slider.locator(".noUi-handle").first
         handle.focus()
         handle.press("ArrowRight")
-        seen.add(_wait_for_new_picture(page, old))
-        readouts[knob] = slider.locator(".widget-readout").first.inner_text().strip()
+
+    step(lambda: images.get_by_role("button", name="ski", exact=True).click())
+    step(lambda: images.get_by_role("button", name="chocolate sauce", exact=True).click())
+    step(lambda: modes.get_by_role("button", name="Eq. 3 (baseline)", exact=True).click())
+    step(lambda: modes.get_by_role("button", name="F-TC", exact=True).click())
+    readouts = {}
+    sliders = widget_output.locator(".widget-slider:visible")
+    for name in ("λ₁ (TV)", "λ₂ (L1)"):  # both of the grid's sliders, one after the other
+        slider = sliders.filter(has_text=f"{name} =")
+        assert slider.count() == 1, f"{name}: expected one visible value slider"
+        readouts[name] = [slider.locator(".widget-readout").first.inner_text().strip()]
+        step(lambda slider=slider: slide(slider))
+        readouts[name].append(slider.locator(".widget-readout").first.inner_text().strip())
+    for knob in ("β", "γ", "σ", "iterations", "seed", "objective"):
+        knobs.get_by_role("button", name=knob, exact=True).click()
+        slider = sliders.filter(has_text=f"{knob} =")
+        slider.wait_for(timeout=10_000)  # the knob's own slider
+        # at the paper's values: the start's picture (one file for a mask two knobs share)
+        page.wait_for_function(
+            """(src) => [...document.querySelectorAll('.cell_output img')]
+                 .some(img => img.checkVisibility() && img.src === src)""",
+            arg=start, timeout=10_000)
+        assert sliders.count() == 1, f"{knob}: expected one visible value slider"
+        readouts[knob] = [slider.locator(".widget-readout").first.inner_text().strip()]
+        step(lambda slider=slider: slide(slider))
+        readouts[knob].append(slider.locator(".widget-readout").first.inner_text().strip())
     widget_output.screenshot(path=str(shot_dir / "explore_after.png"))
-    # the second value of each knob, as the slider shows it
-    assert readouts == {"λ₁ (TV)": "1.7", "λ₂ (L1)": "3", "γ": "0.3", "seed": "1",
-                        "objective": "log_prob"}
-    assert len(seen) == 1 + 3 + 1 + 5
+    # each slider starts at the paper's value (100 iterations: the stored masks' count) and
+    # shows the next value after one step right
+    assert readouts == {"λ₁ (TV)": ["1.7", "5"], "λ₂ (L1)": ["3", "9"], "β": ["2", "3"],
+                        "γ": ["0.3", "1"], "σ": ["5", "10"], "iterations": ["100", "200"],
+                        "seed": ["0", "1"], "objective": ["prob", "log_prob"]}
+    # the start, ski, baseline, two grid corners and a new value of each of six knobs (going
+    # back to the chocolate sauce and F-TC shows the start again)
+    assert len(seen) == 1 + 1 + 1 + 2 + 6
     v.assert_clean()
+
+
+def test_the_book_offers_the_upx_wheel(visit, book_dir):
+    """`make book` builds the upx wheel into the book: the introduction links it, every
+    chapter's download menu offers it, and it holds the package only (no notebook, stored
+    result or picture)."""
+    import zipfile
+
+    wheels = sorted(book_dir.glob("upx-*.whl"))
+    assert len(wheels) == 1, f"expected one wheel at the root of the book, found {wheels}"
+    wheel = wheels[0]
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+    dist_info = wheel.name.split("-py3")[0] + ".dist-info/"
+    assert "upx_core/__init__.py" in names and "upx_core/cli.py" in names
+    strays = [n for n in names if not n.startswith(("upx_core/", dist_info))
+              or n.endswith((".png", ".jpg", ".webp", ".ipynb", ".npz"))]
+    assert not strays, f"the wheel carries more than the package: {strays}"
+    size = wheel.stat().st_size
+    for doc in ("book/intro", EXPLORE, CASE_STUDY):
+        v = visit(doc)
+        links = v.page.locator("a.btn-download-wheel-button")
+        if doc == "book/intro":
+            links = v.page.locator(f"article a[href$='{wheel.name}']")
+            assert wheel.name in v.page.locator("article").inner_text()
+        assert links.count() == 1, f"{doc}: expected one link to {wheel.name}"
+        url = links.first.evaluate("a => a.href")
+        response = v.page.request.get(url)
+        assert response.ok and len(response.body()) == size, f"{doc}: {url} is not the wheel"
+        v.assert_clean()
 
 
 # The design (book/_static/upx.css): a table narrower than the text column sits in it; a wider
