@@ -58,9 +58,9 @@ from upx_core import (
     load_image,
     load_model,
     optimize_masks,
-    provenance,
     sample_path,
 )
+from upx_core.evaluation import provenance
 from upx_core.evaluation.protocol import select_images
 from upx_core.method.optimizer import initial_mask
 from upx_core.method.runtime import resolve_device
