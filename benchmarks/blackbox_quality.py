@@ -9,10 +9,11 @@ its share of the white-box phi, the Table 2 ratio, queries used and seconds. Als
 query throughput (images/s) of ONNX Runtime and of torch under inference_mode at several batch
 sizes. Two references bound what a query-only mask can reach: white-box masks of other seeds
 (``--white-seeds``; how far the white-box mask itself is reproducible) and the oracle
-estimator (``--oracle-samples``): the query-only optimizer's own loop, directions and seeds, with
-each finite difference replaced by the exact directional derivative u . grad L from autograd,
-so that only the sampling of directions is left (no finite-difference step, no clipping of
-M +/- sigma u, no rounding of the model's answers). Everything goes to ``--out``/quality.json
+estimator (``--oracle-samples``, :func:`upx_core.method.oracle.oracle_masks`): the query-only
+optimizer's own loop, directions and seeds, with each finite difference replaced by the exact
+directional derivative u . grad L from autograd, so that only the sampling of directions is
+left (no finite-difference step, no clipping of M +/- sigma u, no rounding of the model's
+answers). Everything goes to ``--out``/quality.json
 with the hardware and commit, and the 28 x 28 masks (white-box and per backend and budget) to
 ``--out``/masks.npz, which the book's black-box chapter draws.
 
@@ -36,22 +37,13 @@ from blackbox_throughput import throughput  # benchmarks/, the script's own fold
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
 from upx_core.book.chapter import load_sample
 from upx_core.evaluation.provenance import provenance
-from upx_core.method.blackbox import (
-    _per_mask,
-    direction_generators,
-    draw_directions,
-    optimize_masks_blackbox,
-    samples_for_budget,
-    smooth_basis,
-    torch_predictor,
-)
-from upx_core.method.equations import blur_for, loss_terms, mask_penalty, perturb, upsample_mask
-from upx_core.method.fold import fold_batchnorm
+from upx_core.method.blackbox import optimize_masks_blackbox, samples_for_budget, torch_predictor
+from upx_core.method.equations import upsample_mask
 from upx_core.method.metrics import consistency, relative_improvement, undesirable_pixel_ratio
 from upx_core.method.models import class_index
 from upx_core.method.onnxbox import export_onnx, onnx_predictor
-from upx_core.method.optimizer import initial_mask
-from upx_core.method.runtime import frozen, keep_freed_memory
+from upx_core.method.oracle import oracle_masks
+from upx_core.method.runtime import keep_freed_memory
 
 CASES = [("n01871265_tusker", "African elephant"), ("n04228054_ski", "ski"),
          ("n02667093_abaya", "abaya"), ("n03776460_mobile_home", "mobile home")]
@@ -165,49 +157,6 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "masks.npz", **masks)
     (out / "quality.json").write_text(json.dumps(record, indent=1) + "\n")
-
-
-def oracle_masks(model, images, targets, setting, config, samples, basis=None):
-    """The query-only optimizer's loop (``optimize_masks_blackbox``: its M0, Adam, exact R_M,
-    clamp, and the directions its generators draw, from the smooth ``basis`` if given) with
-    each antithetic pair's finite difference replaced by the exact directional derivative of
-    the model's part of the loss,
-    ``g = mean_p (u_p . grad L) u_p``, the zero-step limit of its estimate. Returns the final
-    masks ``[B, 1, m, m]`` and the final probabilities ``[B, C]``."""
-    with frozen(model), torch.no_grad():
-        net, _ = fold_batchnorm(model, images[:2])
-    n, m, size = len(targets), config.mask_size, tuple(images.shape[-2:])
-    jobs = [setting] * n
-    per = _per_mask(jobs, torch.tensor(targets))
-    blurred = blur_for(images, config)
-    with frozen(net):
-        for p in net.parameters():
-            p.requires_grad_(False)
-        with torch.no_grad():
-            clean = net(images)
-        mask = torch.stack([initial_mask(s.seed, m, config.init_noise) for s in jobs])
-        mask.requires_grad_(True)
-        opt = torch.optim.Adam([mask], lr=config.lr)
-        gens = direction_generators(jobs)
-        directions = None if basis is None else smooth_basis(basis, m)
-        for _ in range(config.iterations):
-            u = draw_directions(gens, samples, m, directions)
-            q = perturb(images, blurred, upsample_mask(mask, size))
-            terms = loss_terms(net(q), clean, mask, config=config, **per)
-            grad, = torch.autograd.grad((terms["f_term"] + terms["r_factors"]).sum(), mask)
-            slope = (u * grad[:, None]).flatten(2).sum(dim=2)  # [n, samples]: u_p . grad L
-            estimate = (slope[..., None, None, None] * u).mean(dim=1)
-            opt.zero_grad(set_to_none=True)
-            mask_penalty(mask, per["lambda1"], per["lambda2"], per["beta"], config.reduction,
-                         config.tv_root).sum().backward()
-            mask.grad.add_(estimate)
-            opt.step()
-            with torch.no_grad():
-                mask.clamp_(0.0, 1.0)
-        with torch.no_grad():
-            final = mask.detach()
-            probs = torch.softmax(net(perturb(images, blurred, upsample_mask(final, size))), 1)
-    return final, probs
 
 
 if __name__ == "__main__":

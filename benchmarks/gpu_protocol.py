@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, sample_path
 from upx_core.evaluation.protocol import run_evaluation, select_images
 from upx_core.evaluation.tables import summary_table
+from upx_core.method import loop as loop_mod
 from upx_core.method import optimizer as opt_mod
 from upx_core.method.equations import blur_for, perturb, upsample_mask
 from upx_core.method.runtime import channels_last_weights, forward, frozen, resolve_device
@@ -192,16 +193,16 @@ def step_sync_check(dev) -> dict | None:
     model = load_model("efficientnet_lite0", pretrained=False)
     x = torch.rand(2, 3, 224, 224)
     counts = {}
-    real = opt_mod._optimize_chunk
+    real = loop_mod.descend
 
-    def counted(*a):
+    def counted(*a, **kw):
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            return real(*a)
+            return real(*a, **kw)
         finally:
             torch.cuda.set_sync_debug_mode("default")
 
-    opt_mod._optimize_chunk = counted
+    loop_mod.descend = counted
     try:
         for iterations in (20, 40):
             cfg = OptimConfig(iterations=iterations, check_every=iterations // 2)
@@ -211,7 +212,7 @@ def step_sync_check(dev) -> dict | None:
                                        progress=False)
             counts[iterations] = sum("synchroniz" in str(m.message) for m in w)
     finally:
-        opt_mod._optimize_chunk = real
+        loop_mod.descend = real
     ok = counts[20] == counts[40]
     print(f"sync check: {counts} synchronizing calls in the loop at 20 and 40 iterations "
           f"(2 NaN checks each) -> {'no per-iteration sync' if ok else 'PER-ITERATION SYNC'}",

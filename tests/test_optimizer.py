@@ -18,7 +18,8 @@ from torch import nn
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks, settings_grid
 from upx_core.method.equations import blur, blur_for, median_blur, perturb, tv_norm, upsample_mask
-from upx_core.method.optimizer import _noise, initial_mask, noise_generators
+from upx_core.method.gradient import noise_generators, perturbation_noise
+from upx_core.method.optimizer import initial_mask
 from upx_core.method.result import TERMS
 from upx_core.method.runtime import perturbed_probs
 
@@ -158,8 +159,8 @@ def test_perturb_noise_makes_trials_from_m_equal_1_differ(model, crops):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_perturb_noise_on_cuda_is_the_cpu_draw():
     # drawn on the CPU, copied through pinned memory without a sync: the same bits on CUDA
-    on_cpu = _noise(noise_generators(SETTINGS), (3, 8, 8), 0.2, torch.device("cpu"))
-    on_cuda = _noise(noise_generators(SETTINGS), (3, 8, 8), 0.2, torch.device("cuda"))
+    on_cpu = perturbation_noise(noise_generators(SETTINGS), (3, 8, 8), 0.2, torch.device("cpu"))
+    on_cuda = perturbation_noise(noise_generators(SETTINGS), (3, 8, 8), 0.2, torch.device("cuda"))
     torch.cuda.synchronize()
     assert on_cuda.is_cuda and torch.equal(on_cuda.cpu(), on_cpu)
 

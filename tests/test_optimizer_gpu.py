@@ -12,6 +12,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks
+from upx_core.method import loop
 from upx_core.method import optimizer as opt_mod
 from upx_core.method.runtime import batch_from_memory, channels_last_weights, suggest_batch_size
 
@@ -55,17 +56,17 @@ def _host_reads(iterations: int, check_every: int) -> list[str]:
     net, x = tiny_net(), images()
     settings = [MaskSetting("ftc"), MaskSetting("fntc", seed=1)]
     counter = HostReads()
-    real = opt_mod._optimize_chunk
+    real = loop.descend
 
-    def only_the_loop(*args):
+    def only_the_loop(*args, **kwargs):
         with counter:
-            return real(*args)
+            return real(*args, **kwargs)
 
-    opt_mod._optimize_chunk = only_the_loop
+    loop.descend = only_the_loop
     try:
         optimize_masks(net, x, settings=settings, config=cfg, device="cpu", progress=False)
     finally:
-        opt_mod._optimize_chunk = real
+        loop.descend = real
     return counter.calls
 
 

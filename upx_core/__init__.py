@@ -8,7 +8,11 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         equations.py    Eq. 1-7, one function each, and loss_terms: what each mode minimizes
         metrics.py      Eq. 8's relative improvement, Table 2's ratio, trial consistency
         result.py       UPXResult: masks, probabilities, the loss history
-        optimizer.py    the batched Adam loop over B images x K settings (optimize_masks)
+        loop.py         the one Adam loop of every optimizer; an estimator gives its gradient
+        gradient.py     the white-box estimator: autograd through the model
+        query.py        the query-only estimator: finite differences along random directions
+        oracle.py       exact derivatives along those directions (the query-only's reference)
+        optimizer.py    the white-box optimizer over B images x K settings (optimize_masks)
         blackbox.py     the same masks from forward queries alone (optimize_masks_blackbox)
         onnxbox.py      ONNX export, and an ONNX Runtime session as the black box
         models.py       the classifiers (EfficientNet-Lite offline; ResNet-18, VGG-19 online)

@@ -1,24 +1,12 @@
 """The query-only optimizer: the same masks and objectives from forward calls alone (issue 11).
 
 A black-box classifier (an ONNX session, an HTTP endpoint, a model whose weights we may not
-differentiate) answers ``predict(images) -> scores`` and nothing else. The mask M and the loss
-each mode minimizes are those of :func:`upx_core.method.optimizer.optimize_masks`; only the gradient
-differs. The loss splits into a part that needs the model, the f-term plus R_F-TC or R_F-NTC,
-and R_M = lambda1 TV(M) + lambda2 ||1 - M||_1, which does not. The first part's gradient is
-estimated from queries by antithetic Gaussian smoothing (NES, Wierstra et al.; Ilyas et al.
-2018): for P = ``samples`` directions u_p ~ N(0, I) of the m x m mask,
-
-    g = sum_p (L(M + sigma u_p) - L(M - sigma u_p)) u_p / (2 sigma P),
-
-the gradient of L smoothed by a Gaussian of width sigma. R_M's gradient is exact (autograd on
-the mask alone). Adam receives g + grad R_M, as the gradient optimizer's Adam receives grad L.
-
-The estimator's variance grows with the number of directions it has to cover: m^2 = 784 for
-the 28 x 28 mask. With ``basis=k`` the directions are u_p = B z_p, z_p ~ N(0, I_k^2), where the
-columns of B are an orthonormal basis of the bilinearly upsampled k x k fields
-(:func:`smooth_basis`): g then estimates B B^T grad L, the gradient's projection onto smooth
-masks, from k^2 dimensions instead of m^2 (Ilyas et al. 2019 and Tu et al. 2019 search in such a
-reduced space). The mask itself and R_M stay on the full m x m grid.
+differentiate) answers ``predict(images) -> scores`` and nothing else. The mask M, the loss each
+mode minimizes and the Adam loop are those of :func:`upx_core.method.optimizer.optimize_masks`
+(:mod:`.loop`); only the gradient differs: finite differences of the loss along random
+directions, from ``predict``'s answers (:class:`~upx_core.method.query.FiniteDifferences`, which
+says how). This module turns ``predict`` into the scores the loss reads, and a query budget into
+iterations.
 """
 
 from __future__ import annotations
@@ -33,19 +21,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import MODES, SEED_LIMIT, MaskSetting, OptimConfig
-from .equations import (
-    blur_for,
-    l1_norm,
-    loss_terms,
-    mask_penalty,
-    perturb,
-    tv_norm,
-    upsample_mask,
-)
+from .config import MaskSetting, OptimConfig
+from .equations import blur_for
 from .fold import fold_batchnorm as _fold
-from .optimizer import check_finite, initial_mask, job_targets, target_list
-from .result import TERMS, UPXResult
+from .loop import as_settings, check_images, job_targets, optimize, target_list
+from .query import FiniteDifferences, smooth_basis
+from .result import UPXResult
 from .runtime import frozen
 
 __all__ = ["OUTPUTS", "optimize_masks_blackbox", "samples_for_budget", "smooth_basis",
@@ -53,10 +34,6 @@ __all__ = ["OUTPUTS", "optimize_masks_blackbox", "samples_for_budget", "smooth_b
 
 # What predict returns: class probabilities (a softmax already applied) or pre-softmax logits.
 OUTPUTS = ("probs", "logits")
-
-# Added to a trial's seed for its stream of search directions u_p, so that they are not drawn
-# from the stream of its start M0 nor from optimizer.NOISE_SEED_OFFSET's (the PCG multiplier).
-NES_SEED_OFFSET = 0x5851F42D4C957F2D
 
 Predict = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
 
@@ -162,10 +139,11 @@ def optimize_masks_blackbox(
     iteration's M; f_term, r_factors and prob are the means over its 2 x samples queried
     neighbours (spending no query on M itself), and total is their sum with the exact R_M.
     Seeded: mask j's directions come from a CPU generator seeded with its trial seed plus
-    :data:`NES_SEED_OFFSET`, so the same call gives the same masks bit for bit on the CPU.
+    :data:`~upx_core.method.query.NES_SEED_OFFSET`, so the same call gives the same masks bit
+    for bit on the CPU.
     """
     config = config or OptimConfig()
-    settings = _settings(settings)
+    settings = as_settings(settings)
     if outputs not in OUTPUTS:
         raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
     declared = getattr(predict, "outputs", None)
@@ -188,7 +166,8 @@ def optimize_masks_blackbox(
         raise ValueError("perturb_noise is not supported by the query-only optimizer: noise on "
                          "the queried images would add to the finite differences; set it to 0")
     iterations = min(config.iterations, (queries - 2) // (2 * samples))
-    images = _as_images(images, config)
+    images = check_images(images, config, arrays=True).detach().to("cpu", torch.float32)
+    images = images.contiguous()  # one memory layout, as optimize_masks has
     b, k = images.shape[0], len(settings)
     categories = categories if categories is not None else getattr(predict, "categories", None)
     image_targets = target_list(targets, b, categories)
@@ -197,98 +176,26 @@ def optimize_masks_blackbox(
     clean = _scores(_query(predict, images, batch_size), outputs)
     job_target = job_targets(targets, image_targets, settings, clean, categories,
                              "categories=[...]")
-    job_image = torch.arange(b).repeat_interleave(k)
-    jobs = [settings[s] for s in torch.arange(k).repeat(b).tolist()]
-
-    n = b * k
-    used = torch.ones(n, dtype=torch.long)  # the clean query, shared by an image's K masks
-    x, hx, y0 = images[job_image], blurred[job_image], clean[job_image]
-    per_mask = _per_mask(jobs, job_target)
-    mask = torch.stack([initial_mask(s.seed, config.mask_size, config.init_noise)
-                        for s in jobs]).requires_grad_(True)
-    opt = torch.optim.Adam([mask], lr=config.lr)
-    gens = direction_generators(jobs)
-    history = torch.empty(iterations, n, len(TERMS))
-    # every per-mask tensor repeated for its 2 x samples perturbed copies, in the order
-    # [mask, sign, sample]
-    reps = 2 * samples
-    xr, hxr, y0r = (t.repeat_interleave(reps, dim=0) for t in (x, hx, y0))
-    per_query = {key: v.repeat_interleave(reps, dim=0) for key, v in per_mask.items()}
-    size = tuple(images.shape[-2:])
+    n, reps = b * k, 2 * samples
     # the bar counts the queries a user pays for: every mask's perturbed images and its final
     # one; the clean images were asked once before (one per image, shared by its masks)
     bar = tqdm(total=b + n * (iterations * reps + 1), initial=b, disable=not progress,
                unit="query", desc=f"upx black-box {n} mask{'s' * (n != 1)}",
                leave=False)
-    m = config.mask_size
-    directions = None if basis is None else smooth_basis(basis, m)  # [m * m, basis^2]
-    for it in range(iterations):
-        u = draw_directions(gens, samples, m, directions)  # [n, samples, 1, m, m]
-        with torch.no_grad():
-            signed = sigma * torch.stack([u, -u], dim=1)  # [n, 2, samples, 1, m, m]
-            pm = (mask.detach()[:, None, None] + signed).clamp_(0.0, 1.0).flatten(0, 2)
-            q = perturb(xr, hxr, upsample_mask(pm, size))
-            y = _scores(_query(predict, q, batch_size), outputs)
-            used += reps
-            terms = loss_terms(y, y0r, pm, config=config, **per_query)
-            model_part = (terms["f_term"] + terms["r_factors"]).view(n, 2, samples)
-            diff = (model_part[:, 0] - model_part[:, 1]).view(n, samples, 1, 1, 1)
-            g = (diff * u).sum(dim=1) / (2 * sigma * samples)
-        opt.zero_grad(set_to_none=True)
-        r_m = mask_penalty(mask, per_mask["lambda1"], per_mask["lambda2"], per_mask["beta"],
-                           config.reduction, config.tv_root)
-        r_m.sum().backward()
-        mask.grad.add_(g)
-        with torch.no_grad():
-            history[it] = _record(terms, mask, r_m, per_mask["beta"], config, n, reps)
-        opt.step()
-        with torch.no_grad():
-            mask.clamp_(0.0, 1.0)
-        check_finite(history[it: it + 1], mask, jobs, it)
-        bar.update(n * reps)
 
-    with torch.no_grad():  # the final probabilities
-        final = mask.detach()
-        q = perturb(x, hx, upsample_mask(final, size))
-        probs_after = torch.softmax(_scores(_query(predict, q, batch_size), outputs), dim=1)
-        used += 1
-        bar.update(n)
+    def ask(q: torch.Tensor) -> torch.Tensor:
+        return _scores(_query(predict, q, batch_size), outputs)
+
+    result = optimize(
+        images, blurred, clean, settings, job_target, config,
+        lambda jobs: FiniteDifferences(ask, jobs, config, samples, sigma, basis),
+        iterations=iterations, check_every=1, bar=bar, keep_images=keep_images,
+        categories=categories, device="cpu",
+        # the clean query (shared by an image's K masks), 2 x samples per iteration, the final
+        queries=torch.full((b, k), 2 + iterations * reps, dtype=torch.long))
+    bar.update(n)
     bar.close()
-    return UPXResult.build(
-        config=config.replace(iterations=iterations), settings=settings,
-        targets=job_target.view(b, k), masks=final.clone(),
-        probs_before=torch.softmax(clean, dim=1), probs_after=probs_after, history=history,
-        perturbed=q if keep_images else None, image_size=size, categories=categories,
-        device="cpu", queries=used.view(b, k),
-    )
-
-
-def direction_generators(jobs: Sequence[MaskSetting]) -> list[torch.Generator]:
-    """One CPU generator per mask for its search directions, seeded with its trial seed plus
-    :data:`NES_SEED_OFFSET`."""
-    return [torch.Generator().manual_seed((s.seed + NES_SEED_OFFSET) % SEED_LIMIT) for s in jobs]
-
-
-def draw_directions(gens: Sequence[torch.Generator], samples: int, m: int,
-                    directions: torch.Tensor | None = None) -> torch.Tensor:
-    """One iteration's search directions ``[n, samples, 1, m, m]``, ``samples`` per generator:
-    N(0, I) over the m x m cells, or ``directions @ z`` with z ~ N(0, I) in the columns of a
-    :func:`smooth_basis` ``directions`` ``[m * m, k * k]``."""
-    if directions is None:
-        return torch.stack([torch.randn(samples, 1, m, m, generator=g) for g in gens])
-    z = torch.stack([torch.randn(samples, directions.shape[1], generator=g) for g in gens])
-    return (z @ directions.T).view(len(gens), samples, 1, m, m)
-
-
-def smooth_basis(k: int, m: int = 28) -> torch.Tensor:
-    """An orthonormal basis ``[m * m, k * k]`` of the m x m masks that are a k x k grid
-    bilinearly upsampled (as :func:`upsample_mask` upsamples M): the columns span those fields
-    and ``B.T @ B`` is the identity. ``k = m`` gives a basis of every m x m mask."""
-    grid = torch.eye(k * k, dtype=torch.float64).view(k * k, 1, k, k)
-    fields = torch.nn.functional.interpolate(grid, size=(m, m), mode="bilinear",
-                                             align_corners=False)
-    q, _ = torch.linalg.qr(fields.view(k * k, m * m).T)  # float64: orthonormal to rounding
-    return q.float()
+    return result
 
 
 def samples_for_budget(queries: int, iterations: int) -> int:
@@ -299,40 +206,6 @@ def samples_for_budget(queries: int, iterations: int) -> int:
 
 def _positive_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
-
-
-def _settings(settings) -> list[MaskSetting]:
-    if settings is None:
-        return [MaskSetting()]
-    if isinstance(settings, MaskSetting):
-        return [settings]
-    settings = list(settings)
-    if not settings:
-        raise ValueError("settings is empty: give at least one MaskSetting")
-    return settings
-
-
-def _as_images(images, config: OptimConfig) -> torch.Tensor:
-    """``[B, 3, H, W]`` float32 on the CPU, contiguous, checked as optimize_masks checks it."""
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch.Tensor or NumPy array, got "
-                         f"{type(images).__name__}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be floats in [0, 1], got dtype {images.dtype}")
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-        raise ValueError(f"images must be [B, 3, H, W] with B >= 1, got {tuple(images.shape)}")
-    images = images.detach().to("cpu", torch.float32).contiguous()
-    if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-        raise ValueError("images must be finite and in [0, 1]")
-    if min(images.shape[-2:]) < config.mask_size or \
-            min(images.shape[-2:]) <= config.kernel_size // 2:
-        raise ValueError(f"images are {images.shape[-1]}x{images.shape[-2]}, smaller than the "
-                         f"{config.mask_size}x{config.mask_size} mask or the blur kernel")
-    return images
 
 
 def _query(predict: Predict, images: torch.Tensor, batch_size: int | None) -> torch.Tensor:
@@ -363,21 +236,3 @@ def _scores(out: torch.Tensor, outputs: str) -> torch.Tensor:
     if not (total > 0).all():
         raise ValueError("predict returned a row of probabilities summing to 0")
     return (out / total).clamp_min(torch.finfo(torch.float32).tiny).log()
-
-
-def _per_mask(jobs: list[MaskSetting], job_target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """loss_terms' per-mask arguments: target, mode index and the setting's weights."""
-    out = {"target": job_target, "mode": torch.tensor([MODES.index(s.mode) for s in jobs])}
-    for f in ("lambda1", "lambda2", "beta", "gamma"):
-        out[f] = torch.tensor([getattr(s, f) for s in jobs], dtype=torch.float32)
-    return out
-
-
-def _record(terms, mask, r_m, beta, config, n, reps) -> torch.Tensor:
-    """One iteration's TERMS ``[n, len(TERMS)]``: the model's terms averaged over the queried
-    neighbours, TV and L1 exact at M."""
-    mean = {t: terms[t].view(n, reps).mean(dim=1) for t in ("f_term", "r_factors", "prob")}
-    mean["tv"] = tv_norm(mask, beta, config.reduction, root=config.tv_root)
-    mean["l1"] = l1_norm(mask, config.reduction)
-    mean["total"] = mean["f_term"] + mean["r_factors"] + r_m
-    return torch.stack([mean[t] for t in TERMS], dim=1)
