@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import os
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -244,5 +245,6 @@ def show_source(*functions: Callable):
     a chapter shows the code of an equation beside it and the page cannot drift from the code."""
     from IPython.display import Markdown
 
-    blocks = [inspect.getsource(f).rstrip() for f in functions]
+    # a method's source comes indented by its class: dedented, it reads as a function
+    blocks = [textwrap.dedent(inspect.getsource(f)).rstrip() for f in functions]
     return Markdown("```python\n" + "\n\n\n".join(blocks) + "\n```")
