@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from upx_core import OptimConfig, UndesirablePixels
+from upx_core import OptimConfig, UndesirablePixels, optimize_masks
 
 CONFIG = OptimConfig(iterations=3)
 AFRICAN_ELEPHANT = 386
@@ -97,8 +97,48 @@ def test_additional_forward_args_reach_every_call(model, crops, reference):
     hot = explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, config=CONFIG,
                               device="cpu", additional_forward_args=4.0)
     assert not torch.allclose(hot, reference, atol=1e-3)  # the argument changed the model
-    with pytest.raises(TypeError, match="blur"):
-        explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, baselines=0.0)
+
+
+def test_baselines_are_what_the_masked_pixels_move_toward(model, crops, reference):
+    from upx_core.method.equations import blur_for, upsample_mask
+
+    explainer = UndesirablePixels(model)
+    # the paper's reference, the blur, given explicitly: the same masks bit for bit
+    blurred = blur_for(crops[:1], CONFIG)
+    same = explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, config=CONFIG, device="cpu",
+                               baselines=(blurred,))
+    assert torch.equal(same, reference)
+    # black (Captum's usual baseline): Q = X * M' exactly, and another mask
+    black = explainer.attribute(crops[:1], target=AFRICAN_ELEPHANT, config=CONFIG, device="cpu",
+                                baselines=0.0)
+    assert not torch.allclose(black, reference, atol=1e-3)
+    result = optimize_masks(model, crops[:1], targets=AFRICAN_ELEPHANT, config=CONFIG,
+                            device="cpu", reference=0.0)
+    kept = upsample_mask(result.masks[:, 0], tuple(crops.shape[-2:]))
+    torch.testing.assert_close(result.perturbed[:, 0], crops[:1] * kept, atol=1e-6, rtol=0)
+    torch.testing.assert_close(result.undesirable[:, 0, 0], black[:, 0], atol=0, rtol=0)
+    # normalized inputs take baselines in the same space: black is (0 - mean) / std
+    mean, std = model.mean.flatten().tolist(), model.std.flatten().tolist()
+    bare = UndesirablePixels(model.net, mean=mean, std=std)
+    normalized = bare.attribute((crops[:1] - model.mean) / model.std, target=AFRICAN_ELEPHANT,
+                                config=CONFIG, device="cpu", baselines=-model.mean / model.std)
+    torch.testing.assert_close(normalized, black, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize(("baselines", "message"), [
+    (torch.zeros(2, 3, 5, 5), r"baselines: shape \(2, 3, 5, 5\) does not broadcast"),
+    (5.0, r"baselines: they range over \[5, 5\]"),
+])
+def test_a_wrong_baseline_is_one_line_naming_it(model, crops, baselines, message):
+    with pytest.raises(ValueError, match=message):
+        UndesirablePixels(model).attribute(crops[:1], target=AFRICAN_ELEPHANT, config=CONFIG,
+                                           device="cpu", baselines=baselines)
+
+
+def test_a_reference_outside_the_images_range_is_refused(model, crops):
+    with pytest.raises(ValueError, match=r"reference: values must be finite and in \[0, 1\]"):
+        optimize_masks(model, crops[:1], targets=AFRICAN_ELEPHANT, config=CONFIG, device="cpu",
+                       reference=torch.full((3, 1, 1), float("nan")))
 
 
 def test_a_model_with_a_softmax_is_refused_as_logits_and_read_with_outputs_probs(model,

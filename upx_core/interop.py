@@ -82,6 +82,7 @@ class UndesirablePixels:
         device: str = "auto",
         progress: bool = False,
         additional_forward_args: object = None,
+        baselines: torch.Tensor | np.ndarray | float | tuple | None = None,
         **options,
     ) -> torch.Tensor | np.ndarray | tuple:
         """Optimize one mask per input and return ``1 - M'`` shaped like ``inputs``.
@@ -96,21 +97,26 @@ class UndesirablePixels:
         ``objective="prob"`` for the paper's literal objective.
         ``additional_forward_args`` (Captum's): passed after the images to every call of the
         model, unchanged (the optimizer batches masks in its own way, so they must not be
-        per-example tensors). Captum's ``baselines`` has no counterpart yet: the masked pixels
-        always move toward the image's blur (Eq. 1).
+        per-example tensors). ``baselines`` (Captum's): what the masked pixels move toward,
+        Eq. 1's h(X); ``None`` (the paper's), each image's Gaussian blur; else a number or a
+        tensor (or array) shaped like ``inputs`` or broadcasting to them, in the same space as
+        ``inputs`` (normalized when a ``mean`` and ``std`` were given), e.g. ``0.0`` for black
+        images in [0, 1].
         Inputs at most :data:`TOLERANCE` (0.5) outside [0, 1] (once a given ``mean``/``std`` is
         undone), such as the noisy copies Quantus's robustness metrics pass, are clamped into
         [0, 1] and explained as the clamped image; further ones are refused.
         """
+        if isinstance(baselines, tuple):  # Captum's baselines come as a tuple like the inputs
+            if len(baselines) != 1:
+                raise ValueError(f"baselines: one tensor or number (or a tuple of one), got a "
+                                 f"tuple of {len(baselines)}")
+            (baselines,) = baselines
         if isinstance(inputs, tuple):
             if len(inputs) != 1:
                 raise ValueError(f"inputs: one image tensor (or a tuple of one), got a tuple "
                                  f"of {len(inputs)}")
             return (self.attribute(inputs[0], target, mode, seed, config, device, progress,
-                                   additional_forward_args, **options),)
-        if "baselines" in options:
-            raise TypeError("baselines: undesirable pixels move toward the image's blur (Eq. 1);"
-                            " another reference image is not supported yet")
+                                   additional_forward_args, baselines, **options),)
         as_numpy = isinstance(inputs, np.ndarray)
         x = torch.from_numpy(inputs) if as_numpy else inputs
         if not isinstance(x, torch.Tensor):
@@ -128,6 +134,7 @@ class UndesirablePixels:
         single = x.dim() == 3
         batch = (x.unsqueeze(0) if single else x).detach()
         images = self._images(batch)
+        reference = None if baselines is None else self._reference(baselines, batch)
         model = self._model
         if additional_forward_args is not None:
             model = _WithArgs(model, additional_forward_args)
@@ -135,6 +142,7 @@ class UndesirablePixels:
             model, images, targets=target,
             settings=[MaskSetting(mode=mode, seed=seed, **setting)], config=config,
             device=device, keep_images=False, progress=progress, outputs=self.outputs,
+            reference=reference,
         )
         self.last_result = result
         # a real tensor, not an expand view: three channels that share memory break in-place
@@ -143,6 +151,24 @@ class UndesirablePixels:
         attr = attr.to(batch.device, batch.dtype if batch.is_floating_point() else torch.float32)
         attr = attr[0] if single else attr
         return attr.cpu().numpy() if as_numpy else attr
+
+    def _reference(self, baselines, batch: torch.Tensor) -> torch.Tensor:
+        """Captum's ``baselines`` as images in [0, 1] shaped like ``batch``: a number is a
+        constant in the inputs' space (normalized ones too), undone like the inputs."""
+        ref = torch.as_tensor(np.asarray(baselines) if isinstance(baselines, np.ndarray)
+                              else baselines, dtype=torch.float32)
+        if ref.dim() == 3 and batch.dim() == 4 and ref.shape[0] == batch.shape[1]:
+            ref = ref.unsqueeze(0)
+        try:
+            ref = ref.to(batch.device).expand(batch.shape)
+        except RuntimeError:
+            raise ValueError(f"baselines: shape {tuple(ref.shape)} does not broadcast to the "
+                             f"inputs' {tuple(batch.shape)}") from None
+        try:
+            return self._images(ref)
+        except ValueError as err:  # the inputs' range check, said of the baselines
+            raise ValueError(f"baselines: {err}".replace("inputs range", "they range", 1)) \
+                from None
 
     def _images(self, batch: torch.Tensor) -> torch.Tensor:
         """The images in [0, 1] that ``batch`` stands for: values up to :data:`TOLERANCE`

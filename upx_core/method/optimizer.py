@@ -40,8 +40,23 @@ from .runtime import (
 
 # initial_mask, job_targets, target_list, check_finite and noise_generators moved to the loop
 # and the gradient; this module's callers keep importing them from here.
-__all__ = ["optimize_masks", "initial_mask", "job_targets", "target_list", "check_finite",
-           "noise_generators"]
+__all__ = ["optimize_masks", "reference_images", "initial_mask", "job_targets", "target_list",
+           "check_finite", "noise_generators"]
+
+
+def reference_images(reference: torch.Tensor | float, images: torch.Tensor) -> torch.Tensor:
+    """``reference`` (see :func:`optimize_masks`) as one image per image of ``images``, on their
+    device; a one-line ValueError for a value outside [0, 1], a NaN or a shape that does not
+    broadcast."""
+    ref = torch.as_tensor(reference, dtype=torch.float32, device=images.device)
+    if not bool(torch.isfinite(ref).all()) or float(ref.min()) < 0 or float(ref.max()) > 1:
+        raise ValueError("reference: values must be finite and in [0, 1] like the images, got "
+                         f"[{float(ref.min()):.3g}, {float(ref.max()):.3g}]")
+    try:
+        return ref.expand(images.shape).contiguous()
+    except RuntimeError:
+        raise ValueError(f"reference: shape {tuple(ref.shape)} does not broadcast to the images' "
+                         f"{tuple(images.shape)}") from None
 
 
 def optimize_masks(
@@ -55,6 +70,7 @@ def optimize_masks(
     keep_images: bool = True,
     progress: bool = True,
     outputs: str = "logits",
+    reference: torch.Tensor | float | None = None,
 ) -> UPXResult:
     """Optimize one mask per (image, setting) pair, all pairs in one batch per iteration.
 
@@ -73,6 +89,11 @@ def optimize_masks(
         checked on the first images before any work (:func:`~upx_core.method.models.check_network`):
         float64 weights, another channel count, a tuple output, or probabilities declared as
         logits are one-line ValueErrors.
+    reference: what the masked pixels move toward, Eq. 1's h(X). ``None`` (the paper's): each
+        image's Gaussian blur. A number in [0, 1]: a constant image of that value (0, black).
+        A tensor in [0, 1] that broadcasts to ``images`` (``[3, H, W]``, ``[B, 3, H, W]``, or a
+        colour ``[3, 1, 1]``): one reference for all images, or one per image. This is what
+        Captum calls a baseline.
     Returns an :class:`UPXResult` with masks, probabilities, top-5s and per-iteration terms.
     """
     config = config or OptimConfig()
@@ -97,11 +118,11 @@ def optimize_masks(
         # Exits in reverse: the weights' memory format first, then their device.
         with on_device(net, dev), channels_last_weights(net, config.channels_last):
             return _optimize_all(net, images, image_targets, settings, config, dev, batch_size,
-                                 keep_images, progress, targets)
+                                 keep_images, progress, targets, reference)
 
 
 def _optimize_all(model, images, image_targets, settings, config, dev, batch_size, keep_images,
-                  progress, targets=None) -> UPXResult:
+                  progress, targets=None, reference=None) -> UPXResult:
     categories = getattr(model, "categories", None)  # a folded copy keeps them
     b, n = images.shape[0], images.shape[0] * len(settings)
     if batch_size is None and dev.type == "cuda":
@@ -109,7 +130,8 @@ def _optimize_all(model, images, image_targets, settings, config, dev, batch_siz
     # one memory layout whatever the caller's (load_image returns a strided view): kernels pick
     # their path by layout, so the same pixels would otherwise give another mask
     images = images.detach().to(dev, torch.float32).contiguous()
-    blurred = blur_for(images, config)  # once per image
+    blurred = (blur_for(images, config) if reference is None  # once per image
+               else reference_images(reference, images))
     with torch.no_grad():
         logits_clean = torch.cat([
             forward(model, images[i:i + 64], config) for i in range(0, b, 64)
