@@ -339,6 +339,19 @@ def test_explore_controls_switch_pictures(visit, shot_dir):
     v.assert_clean()
 
 
+def test_explore_live_picture_is_a_numbered_captioned_figure(visit):
+    """Chapter 8's images but one live inside its explorers (widgets, no figure); the live
+    explorer's picture, as this page shows it, is Fig. 8.1 with its caption."""
+    v = visit(EXPLORE)
+    figure = v.page.locator("article figure#fig-live-explorer")
+    assert figure.count() == 1
+    assert figure.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+    number = figure.locator(".caption-number").inner_text().strip()
+    assert number.startswith("Fig. 8."), number
+    assert "Optimize" in figure.locator("figcaption").inner_text()
+    v.assert_clean()
+
+
 def test_the_book_offers_the_upx_wheel(visit, book_dir):
     """`make book` builds the upx wheel into the book: the introduction links it, every
     chapter's download menu offers it, and it holds the package only (no notebook, stored
