@@ -46,7 +46,12 @@ import torch
 
 from upx_core import MaskSetting, OptimConfig, load_model, optimize_masks
 from upx_core.book.chapter import load_sample
-from upx_core.evaluation.provenance import optimizer_version, provenance, save_results
+from upx_core.evaluation.provenance import (
+    git_commit,
+    optimizer_version,
+    provenance,
+    save_results,
+)
 from upx_core.method.metrics import undesirable_pixel_ratio
 
 IMAGES = {  # sample file name -> target class, as chapters 3-6 use them
@@ -148,8 +153,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
-    # Read once, before the first mask: the modules may change on disk while this runs.
-    version = optimizer_version()
+    # Read once, before the first mask: the modules and the checkout may change while this
+    # runs, and the code that computes the masks is the code imported now.
+    version, commit = optimizer_version(), git_commit()
     start = time.perf_counter()
     model = load_model(args.model, device="cpu")
     for name in args.images:
@@ -204,7 +210,7 @@ def main(argv=None) -> int:
     meta = provenance(
         "PYTHONPATH=. python " + " ".join(["benchmarks/precompute_explore.py", *sys.argv[1:]]),
         wall_s=time.perf_counter() - start,
-        optimizer_version=version, model=args.model,
+        optimizer_version=version, git_commit=commit, model=args.model,
         config=config_for((DEFAULTS["objective"], DEFAULTS["sigma"],
                            DEFAULTS["iterations"])).to_dict(),
         defaults=DEFAULTS, knobs={k: list(v) for k, v in KNOBS.items()},
