@@ -155,10 +155,7 @@ class UndesirablePixels:
     def _reference(self, baselines, batch: torch.Tensor) -> torch.Tensor:
         """Captum's ``baselines`` as images in [0, 1] shaped like ``batch``: a number is a
         constant in the inputs' space (normalized ones too), undone like the inputs."""
-        ref = torch.as_tensor(np.asarray(baselines) if isinstance(baselines, np.ndarray)
-                              else baselines, dtype=torch.float32)
-        if ref.dim() == 3 and batch.dim() == 4 and ref.shape[0] == batch.shape[1]:
-            ref = ref.unsqueeze(0)
+        ref = torch.as_tensor(baselines, dtype=torch.float32)
         try:
             ref = ref.to(batch.device).expand(batch.shape)
         except RuntimeError:
