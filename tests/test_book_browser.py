@@ -483,6 +483,27 @@ _WIDER_THAN_BOX = """() => {
 
 
 @pytest.mark.parametrize("doc", TOC_FILES)
+def test_no_display_equation_wider_than_its_box_at_1280px(visit, doc):
+    """At 1280 px both sidebars take room and the text column is narrower than at 800 px (688
+    against 734 px): an equation that fits at 800 px can still be clipped here (chapter 1's
+    Eq. 1 was, by 13 px)."""
+    v = visit(doc)
+    page = v.page
+    if page.locator("article .math").count():
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('article .math')]
+                     .every(el => el.querySelector('mjx-container'))""",
+            timeout=20_000,
+        )
+    bad = page.evaluate("""() => [...document.querySelectorAll(
+        'article mjx-container[display="true"]')]
+        .filter(m => m.checkVisibility() && m.scrollWidth > m.parentElement.clientWidth + 2)
+        .map(m => `${m.scrollWidth} px in ${m.parentElement.clientWidth} px: `
+                  + m.innerText.replace(/\\s+/g, ' ').slice(0, 80))""")
+    assert not bad, f"{doc}: equations wider than their box at 1280 px:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
 def test_no_equation_code_or_table_wider_than_its_box_at_800px(visit, doc):
     v = visit(doc, width=800)
     page = v.page
