@@ -177,6 +177,20 @@ def test_torch_predictor_gives_no_gradient(net, image):
         run(torch_predictor(net, "logits"), image)
 
 
+def test_a_model_with_a_softmax_is_refused_as_logits_and_read_with_model_outputs_probs(
+        net, image):
+    softmaxed = nn.Sequential(net, nn.Softmax(dim=1))
+    with pytest.raises(ValueError, match="model_outputs='probs'"):
+        torch_predictor(softmaxed)(image)  # before: a second softmax, silently flatter
+    plain = torch_predictor(net, fold_batchnorm=False)(image)
+    read = torch_predictor(softmaxed, fold_batchnorm=False, model_outputs="probs")(image)
+    torch.testing.assert_close(read, plain, atol=1e-6, rtol=0)
+    logits = torch_predictor(softmaxed, "logits", fold_batchnorm=False, model_outputs="probs")
+    torch.testing.assert_close(logits(image).softmax(1), plain, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="model_outputs must be one of"):
+        torch_predictor(net, model_outputs="softmax")
+
+
 def test_the_mask_penalty_gradient_is_exact(image):
     """A model that ignores its input: the f-term's estimate is exactly 0, so Adam sees grad R_M
     alone, as the gradient optimizer does through a constant model."""

@@ -25,6 +25,7 @@ from .config import MaskSetting, OptimConfig
 from .equations import blur_for
 from .fold import fold_batchnorm as _fold
 from .loop import as_settings, check_images, job_targets, optimize, target_list
+from .models import MODEL_OUTPUTS, looks_like_probabilities
 from .query import FiniteDifferences, smooth_basis
 from .result import UPXResult
 from .runtime import frozen
@@ -39,7 +40,7 @@ Predict = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
 
 
 def torch_predictor(model: nn.Module, outputs: str = "probs", fold_batchnorm: bool = True,
-                    channels_last: bool = False) -> Predict:
+                    channels_last: bool = False, model_outputs: str = "logits") -> Predict:
     """``model`` as a black box: ``predict(images) -> [N, C]`` on the CPU, float32.
 
     Each call runs the model in eval mode under ``torch.inference_mode()``, so no gradient can
@@ -57,9 +58,18 @@ def torch_predictor(model: nn.Module, outputs: str = "probs", fold_batchnorm: bo
     --precisions``); channels-last is off by default, as in the white-box optimizer, whose
     precision gate it failed (``benchmarks/precision_gate.py``). The caller's model is never
     changed.
+
+    ``model_outputs``: what ``model`` itself returns, ``"logits"`` (default) or ``"probs"`` (a
+    softmax at its end; its ``log p`` then stands for the logits, as
+    :class:`~upx_core.method.models.ProbsAsLogits` reads it). On the first call, outputs that
+    look like probabilities (non-negative rows summing to 1) from a model declared to return
+    logits are a one-line ValueError: a second softmax would flatten them silently.
     """
     if outputs not in OUTPUTS:
         raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
+    if model_outputs not in MODEL_OUTPUTS:
+        raise ValueError(f"model_outputs must be one of {MODEL_OUTPUTS}, got {model_outputs!r}")
+    checked = False
     net: nn.Module | None = None  # the network that answers, made at the first call
 
     def answering(x: torch.Tensor) -> nn.Module:
@@ -82,8 +92,17 @@ def torch_predictor(model: nn.Module, outputs: str = "probs", fold_batchnorm: bo
         m = answering(x)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        nonlocal checked
         with frozen(m), torch.inference_mode():
             y = m(x).float()
+            if not checked:
+                if model_outputs == "logits" and looks_like_probabilities(y):
+                    raise ValueError(
+                        "the model's outputs are probabilities (non-negative, rows sum to 1), "
+                        "not logits: pass torch_predictor(model, model_outputs='probs')")
+                checked = True
+            if model_outputs == "probs":
+                y = y.clamp_min(torch.finfo(torch.float32).tiny).log()
             return (torch.softmax(y, dim=1) if outputs == "probs" else y).cpu()
 
     predict.outputs = outputs
