@@ -304,12 +304,12 @@ def test_summary_table_layout():
     })
     t = summary_table(df)
     assert list(t.index) == ["m", "n"]
-    assert list(t.columns) == [("phi", "ftc"), ("phi", "fntc"), ("ratio %", "ftc"),
-                               ("ratio %", "fntc"), ("phi_thresholded", "ftc"),
+    assert list(t.columns) == [("phi", "ftc"), ("phi", "fntc"), ("ratio_fraction", "ftc"),
+                               ("ratio_fraction", "fntc"), ("phi_thresholded", "ftc"),
                                ("phi_thresholded", "fntc"), ("n", "ftc"), ("n", "fntc")]
     assert t.loc["m", ("phi_thresholded", "fntc")] == 3.0
     assert t.loc["m", ("phi", "ftc")] == 20.0 and t.loc["m", ("phi", "fntc")] == 30.0
-    assert t.loc["m", ("ratio %", "fntc")] == pytest.approx(3.0)  # percent, as the book
+    assert t.loc["m", ("ratio_fraction", "fntc")] == pytest.approx(0.03)  # as result.json
     assert t.loc["m", ("n", "ftc")] == 2 and t.loc["n", ("n", "fntc")] == 1
 
 

@@ -92,10 +92,10 @@ def paper_layout(runs: dict[str, pd.DataFrame], metric: str = "phi",
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Tables 1 and 2 in the paper's layout: one row per model, columns (metric, mode).
 
-    ``phi``: the mean of Eq. 8's relative improvement (percent), ``ratio %``: the mean share of
-    undesirable pixels in percent (the paper's 0.0373 is 3.73; the evaluation rows keep the
-    fraction), ``phi_thresholded``: phi when only the pixels counted in the ratio are blurred,
-    ``n``: images per mode.
+    ``phi``: the mean of Eq. 8's relative improvement (percent), ``ratio_fraction``: the mean
+    share of undesirable pixels as a fraction (0.0373 is the paper's 3.73 %; the same unit and
+    name as ``upx explain``'s result.json), ``phi_thresholded``: phi when only the pixels
+    counted in the ratio are blurred, ``n``: images per mode.
     With several seeds, phi and ratio average over images and seeds alike.
     """
     if df.empty:
@@ -103,7 +103,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     g = df.groupby(["model", "mode"])
     parts = {
         "phi": g["relative_improvement"].mean().unstack("mode"),
-        "ratio %": 100 * g["ratio"].mean().unstack("mode"),
+        "ratio_fraction": g["ratio"].mean().unstack("mode"),
         "phi_thresholded": g["relative_improvement_thresholded"].mean().unstack("mode"),
         "n": g["image_index"].nunique().unstack("mode"),
     }
