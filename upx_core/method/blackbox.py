@@ -25,7 +25,7 @@ from .config import MaskSetting, OptimConfig
 from .equations import blur_for
 from .fold import fold_batchnorm as _fold
 from .loop import as_settings, check_images, job_targets, optimize, target_list
-from .models import MODEL_OUTPUTS, looks_like_probabilities
+from .models import MODEL_OUTPUTS, ProbsAsLogits, looks_like_probabilities
 from .query import FiniteDifferences, smooth_basis
 from .result import UPXResult
 from .runtime import frozen
@@ -69,7 +69,9 @@ def torch_predictor(model: nn.Module, outputs: str = "probs", fold_batchnorm: bo
         raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
     if model_outputs not in MODEL_OUTPUTS:
         raise ValueError(f"model_outputs must be one of {MODEL_OUTPUTS}, got {model_outputs!r}")
-    checked = False
+    if model_outputs == "probs":
+        model = ProbsAsLogits(model)  # log p stands for the logits, as in the white-box optimizer
+    checked = model_outputs == "probs"  # only a model declared to give logits is checked
     net: nn.Module | None = None  # the network that answers, made at the first call
 
     def answering(x: torch.Tensor) -> nn.Module:
@@ -96,13 +98,11 @@ def torch_predictor(model: nn.Module, outputs: str = "probs", fold_batchnorm: bo
         with frozen(m), torch.inference_mode():
             y = m(x).float()
             if not checked:
-                if model_outputs == "logits" and looks_like_probabilities(y):
+                if looks_like_probabilities(y):
                     raise ValueError(
                         "the model's outputs are probabilities (non-negative, rows sum to 1), "
                         "not logits: pass torch_predictor(model, model_outputs='probs')")
                 checked = True
-            if model_outputs == "probs":
-                y = y.clamp_min(torch.finfo(torch.float32).tiny).log()
             return (torch.softmax(y, dim=1) if outputs == "probs" else y).cpu()
 
     predict.outputs = outputs
