@@ -108,7 +108,8 @@ def test_chapters_hide_their_code_and_caption_their_figures():
             if cell["cell_type"] != "code":
                 continue
             tags = cell.get("metadata", {}).get("tags", [])
-            assert ("parameters" in tags) != ("hide-input" in tags), \
+            hides_source = "hide-input" in tags or "hide-cell" in tags  # hide-cell: both
+            assert ("parameters" in tags) != hides_source, \
                 f"{name} cell {i}: every code cell but the parameters one hides its source"
             assert not cell.get("outputs"), f"{name} cell {i}: stored with outputs"
             fig = _figure(cell)
@@ -117,6 +118,26 @@ def test_chapters_hide_their_code_and_caption_their_figures():
                 assert len(fig.get("caption", "")) > 20, f"{name} cell {i}: no caption"
                 names.append(fig["name"])
     assert len(names) == len(set(names)), "a figure name occurs twice (a duplicate label)"
+
+
+def _ends_in_a_check(source: str) -> bool:
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    body = ast.parse("\n".join(lines)).body
+    last = body[-1] if body else None
+    if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
+            and getattr(last.value.func, "attr", getattr(last.value.func, "id", "")) == "check"):
+        return False
+    after = lines[last.end_lineno - 1][last.end_col_offset:]
+    return not after.lstrip().startswith(";")  # IPython shows no value after a semicolon
+
+
+def test_no_cell_shows_a_claim_checks_return_value():
+    """A claim check left as a cell's last expression prints a stray ``True`` under a table of
+    the book (issue 27 section 6 found two in chapter 8; chapters 5 and 7 had three more)."""
+    stray = [f"{path.stem} cell {i}" for path in sorted(NOTEBOOKS.glob("*.ipynb"))
+             for i, cell in enumerate(json.loads(path.read_text())["cells"])
+             if cell["cell_type"] == "code" and _ends_in_a_check("".join(cell["source"]))]
+    assert not stray, f"these cells end in a claim check a reader sees as 'True': {stray}"
 
 
 # Every "Try this" suggestion of these chapters runs (issue 27): each bullet's `name = value`
