@@ -21,17 +21,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from upx_core import OptimConfig, load_image, load_model, optimize_masks, sample_path
-from upx_core.book.analysis import logit_decomposition
+from upx_core import OptimConfig, load_model
+from upx_core.book.masks import recompute_routes
 from upx_core.evaluation.provenance import provenance, save_results
-from upx_core.method.config import settings_grid
-from upx_core.method.metrics import relative_improvement, undesirable_pixel_ratio
 
 STORED = Path("notebooks/results/cpu_200img_prob.csv")
 MOVED = 10.0  # phi in percent: "raised the target by more than 10 %"
-THRESHOLD = 0.6
 
 
 def main() -> None:
@@ -45,22 +41,11 @@ def main() -> None:
     moved = stored[stored["relative_improvement"] > MOVED].reset_index(drop=True)
     model = load_model("efficientnet_lite0")
     config = OptimConfig(objective="prob")
-    settings = settings_grid(("fntc",), (0,))
     start = time.perf_counter()
     parts = []
     for first in range(0, len(moved), args.chunk):
         rows = moved.iloc[first:first + args.chunk]
-        x = torch.stack([load_image(sample_path(f), input_size=model.input_size,
-                                    resize_size=model.resize_size) for f in rows["file"]])
-        result = optimize_masks(model, x, targets=rows["target"].tolist(), settings=settings,
-                                config=config, progress=False)
-        routes = logit_decomposition(model, x, result)
-        parts.append(routes.assign(
-            file=rows["file"].to_numpy(), image_index=rows["image_index"].to_numpy(),
-            phi=relative_improvement(result.target_prob_before,
-                                     result.target_prob_after)[:, 0].numpy(),
-            ratio=undesirable_pixel_ratio(result.masks_upsampled[:, 0, 0], THRESHOLD).numpy(),
-            stored_phi=rows["relative_improvement"].to_numpy()))
+        parts.append(recompute_routes(model, rows, config))
         print(f"{first + len(rows)}/{len(moved)} images", file=sys.stderr, flush=True)
     table = pd.concat(parts, ignore_index=True)
     command = shlex.join(["python", "benchmarks/fntc_routes.py", *sys.argv[1:]])

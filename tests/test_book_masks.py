@@ -130,6 +130,9 @@ def test_recompute_routes_and_their_counts_on_the_stored_run(model):
     assert len(routes) == 1 and routes["mode"].tolist() == ["fntc"]
     assert routes["target"].tolist() == first["target"].tolist()
     assert routes["stored_phi"].tolist() == first["relative_improvement"].tolist()
+    assert routes[["file", "image_index"]].values.tolist() == \
+        first[["file", "image_index"]].values.tolist()
+    assert 0 <= routes.loc[0, "ratio"] <= 1
     before, after = routes.loc[0, "prob_before"], routes.loc[0, "prob_after"]
     assert routes.loc[0, "phi"] == pytest.approx((after - before) / (1 - before) * 100, rel=1e-5)
     counts = fntc_route_counts(stored, routes)

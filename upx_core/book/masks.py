@@ -103,15 +103,18 @@ def recompute_routes(model: nn.Module, rows: pd.DataFrame, config: OptimConfig,
                      device: str = "cpu") -> pd.DataFrame:
     """The masks of stored evaluation ``rows`` (``file``, ``target``, ``relative_improvement``)
     computed again, one trial (seed 0) of ``mode`` each in one optimizer call, and split into
-    their two routes: :func:`upx_core.book.analysis.logit_decomposition`'s rows, with Eq. 8's
-    ``phi`` (%) of the new mask and ``stored_phi``, the row's own."""
+    their two routes: :func:`upx_core.book.analysis.logit_decomposition`'s rows, with the
+    row's ``file`` and ``image_index``, Eq. 8's ``phi`` (%) and the Table 2 ``ratio`` of the new
+    mask, and ``stored_phi``, the row's own."""
     images = torch.stack([load_sample(f, model) for f in rows["file"]])
     result = optimize_masks(model, images, targets=rows["target"].tolist(),
                             settings=settings_grid((mode,), (0,), **dict(penalties or {})),
                             config=config, device=device, progress=False)
     return logit_decomposition(model, images, result, device=device).assign(
+        file=rows["file"].to_numpy(), image_index=rows["image_index"].to_numpy(),
         phi=relative_improvement(result.target_prob_before,
                                  result.target_prob_after)[:, 0].numpy(),
+        ratio=undesirable_pixel_ratio(result.masks_upsampled[:, 0, 0]).numpy(),
         stored_phi=rows["relative_improvement"].to_numpy())
 
 
