@@ -5,6 +5,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
     upx_core/
       method/           the method; imports nothing from evaluation/ or book/
         config.py       OptimConfig, MaskSetting, settings grids, the choices the CLI offers
+        modes.py        the registry of modes: each one's names, words and loss function
         equations.py    Eq. 1-7, one function each, and loss_terms: what each mode minimizes
         metrics.py      Eq. 8's relative improvement, Table 2's ratio, trial consistency
         result.py       UPXResult: masks, probabilities, the loss history

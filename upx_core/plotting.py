@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .method.modes import MODE_REGISTRY
 from .method.result import UPXResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,7 +86,7 @@ def overlay(image: torch.Tensor, undesirable: torch.Tensor,
 
 
 # How a figure names each mode: the paper's words, not the library's keys.
-MODE_NAMES = {"baseline": "Eq. 3", "ftc": "F-TC", "fntc": "F-NTC", "deletion": "deletion"}
+MODE_NAMES = {name: mode.title for name, mode in MODE_REGISTRY.items()}
 THRESHOLD = 0.6  # Table 2's: a pixel counts as blurred when 1 - M' > 0.6
 
 
@@ -107,11 +108,14 @@ def blur_colorbar(fig: Figure, axes: Sequence[Axes] | Axes, cmap: str = CMAP,
 
 
 def heatmap_title(mode: str) -> str:
-    """What 1 - M' shows for a mode: pixels that hinder the target, except for ref. [3]'s
-    deletion mask, whose blurred pixels are the ones the class needs."""
-    if mode == "deletion":
-        return "crucial pixels (deletion)"
-    return f"undesirable pixels ({MODE_NAMES.get(mode, mode)})"
+    """What 1 - M' shows for a mode: pixels that hinder the target, except for a mode whose
+    blurred pixels are the ones the class needs (ref. [3]'s deletion mask)."""
+    return f"{_pixels(mode)} pixels ({MODE_NAMES.get(mode, mode)})"
+
+
+def _pixels(mode: str) -> str:
+    entry = MODE_REGISTRY.get(mode)
+    return "crucial" if entry is not None and entry.crucial else "undesirable"
 
 
 def _prob_caption(result: UPXResult, b: int, k: int) -> str:
@@ -222,8 +226,8 @@ def explanation_grid(
     modes = {result.settings[k].mode for _, k in pairs}
     if show_photo:
         axes[row["photo"], 0].set_ylabel(OUTLINED, fontsize=9)
-    axes[row["map"], 0].set_ylabel("crucial pixels" if modes == {"deletion"} else
-                                   "undesirable pixels" if "deletion" not in modes
+    kinds_shown = {_pixels(m) for m in modes}
+    axes[row["map"], 0].set_ylabel(f"{kinds_shown.pop()} pixels" if len(kinds_shown) == 1
                                    else "1 \u2212 M\u2032", fontsize=9)
     if "perturbed" in row:
         axes[row["perturbed"], 0].set_ylabel("perturbed image", fontsize=9)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..method.modes import MODE_REGISTRY
+
 __all__ = [
     "MODE_ORDER",
     "MODE_LABELS",
@@ -36,10 +38,12 @@ __all__ = [
     "readings_table",
 ]
 
-# The paper's two modes first, then the baselines this reproduction adds.
-MODE_ORDER = ("ftc", "fntc", "baseline", "random", "deletion")
-MODE_LABELS = {"ftc": "F-TC", "fntc": "F-NTC", "baseline": "baseline (Eq. 3)",
-               "random": "random (F-TC area)", "deletion": "deletion"}
+# The paper's two modes first, then its Eq. 3 and the random control, then any other mode.
+MODE_ORDER = ("ftc", "fntc", "baseline", "random",
+              *(m for m in MODE_REGISTRY if m not in ("ftc", "fntc", "baseline")))
+# in MODE_ORDER, which figures that list the labels follow
+MODE_LABELS = {m: "random (F-TC area)" if m == "random" else MODE_REGISTRY[m].label
+               for m in MODE_ORDER}
 
 # Tables 1 and 2 of the paper (1000 ImageNet images). Table 2 is read as a fraction of the
 # image (0.0373 = 3.73 %), as its text says: "below 4%".

@@ -9,6 +9,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(["MODES", "MaskSetting", "OptimConfig", "settings_grid"], "config"),
+    **dict.fromkeys(["MODE_REGISTRY", "Mode"], "modes"),
     **dict.fromkeys(["perturb", "blur", "upsample_mask", "tv_norm", "l1_norm", "mask_penalty",
                      "ftc_penalty", "fntc_penalty", "loss_terms"], "equations"),
     **dict.fromkeys(["relative_improvement", "undesirable_pixel_ratio", "consistency"],

@@ -12,11 +12,13 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, replace
 
+from .modes import MODE_REGISTRY
+
 # The built-in classifiers (upx_core.method.models.load_model); here, not in models, so that the
 # command line can list them without importing torch.
 EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 MODEL_NAMES = (*EFFICIENTNET_LITE, "resnet18", "vgg19")
-MODES = ("baseline", "ftc", "fntc", "deletion")
+MODES = tuple(MODE_REGISTRY)  # baseline, ftc, fntc, deletion: method/modes.py
 # What `upx evaluate` can score: the optimized modes, and the F-TC mask moved to random places.
 EVAL_MODES = (*MODES, "random")
 OBJECTIVES = ("prob", "log_prob", "logit")

@@ -8,13 +8,14 @@ Every function is batched over a leading dimension N (one entry per mask).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .config import MODES
+from .modes import MODE_REGISTRY
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import OptimConfig
@@ -236,6 +237,15 @@ def logsumexp_others(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return torch.logsumexp(values.scatter(1, target.view(-1, 1), float("-inf")), dim=1)
 
 
+class _Parts:
+    """:class:`~upx_core.method.modes.LossParts` for one batch: each regularizer is computed on
+    its first call, once, whichever modes call it."""
+
+    def __init__(self, gain: torch.Tensor, others: torch.Tensor, ftc, fntc) -> None:
+        self.gain, self.others = gain, others
+        self.ftc, self.fntc = functools.cache(ftc), functools.cache(fntc)
+
+
 def loss_terms(
     logits: torch.Tensor,
     logits_clean: torch.Tensor,
@@ -250,7 +260,8 @@ def loss_terms(
 ) -> dict[str, torch.Tensor]:
     """Eq. 3, 5 and 7 per mask: the loss each mask minimizes, in the parts the history records.
 
-    One batch may mix modes (``mode`` holds each mask's index in :data:`MODES`):
+    One batch may mix modes (``mode`` holds each mask's index in
+    :data:`~upx_core.method.modes.MODE_REGISTRY`, whose entries give the mode's parts):
 
     - baseline, Eq. 3: -f_k(Q) + R_M
     - ftc, Eq. 5: -f_k(Q) + R_M + R_F-TC
@@ -276,16 +287,15 @@ def loss_terms(
         gain, others = logits.gather(1, idx).squeeze(1), logsumexp_others(logits, target)
     else:
         gain, others = log_pk, log_others
-    code = {m: i for i, m in enumerate(MODES)}
-    is_mode = {m: mode == code[m] for m in MODES}
-    f_term = torch.where(is_mode["fntc"], others, torch.where(is_mode["deletion"], gain, -gain))
-    reg = torch.where(
-        is_mode["ftc"],
-        ftc_penalty(logits, logits_clean, target, gamma, config.ftc_form),
-        torch.where(is_mode["fntc"],
-                    fntc_penalty(logits, logits_clean, target, gamma, config.fntc_norm),
-                    torch.zeros_like(gain)),
-    )
+    parts = _Parts(gain, others, lambda: ftc_penalty(logits, logits_clean, target, gamma,
+                                                     config.ftc_form),
+                   lambda: fntc_penalty(logits, logits_clean, target, gamma, config.fntc_norm))
+    f_term = reg = torch.zeros_like(gain)
+    for code, entry in enumerate(MODE_REGISTRY.values()):  # each mask takes its own mode's
+        term, penalty = entry.loss(parts)
+        f_term = torch.where(mode == code, term, f_term)
+        if penalty is not None:
+            reg = torch.where(mode == code, penalty, reg)
     r_m = mask_penalty(mask, lambda1, lambda2, beta, config.reduction, config.tv_root)
     return {
         "f_term": f_term,
