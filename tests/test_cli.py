@@ -534,6 +534,9 @@ def test_notes_tell_little_left_to_gain_from_weak_pull_and_say_when_nothing_was_
     assert sure[0].startswith("no undesirable pixels found")
     assert "already sure (0.953)" in sure[1] and "--lambda2" in sure[1]
     assert "changes little" in sure[1]
+    # under the log-probability (upx explain's default) there is no objective to switch to
+    sure_log = _notes("espresso", 0.953, 0.9531, True, "ftc", "log_prob", 0.6)
+    assert "--lambda2" in sure_log[1] and "--objective" not in sure_log[1]
     # African elephant at p = 0.034 under the probability objective: the weak pull
     weak = _notes("African elephant", 0.0343, 0.0344, True, "ftc", "prob", 0.6)
     assert "pulls weakly" in weak[1] and "--objective log_prob" in weak[1]

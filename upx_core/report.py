@@ -12,18 +12,14 @@ import numpy as np
 
 from .files import OutputDir, atomic_directory
 from .method.metrics import consistency, relative_improvement, undesirable_pixel_ratio
+from .method.modes import MODE_REGISTRY
 from .method.result import UPXResult
 from .plotting import explanation_grid, heatmap_figure, to_numpy_image
 
 __all__ = ["write_explanation", "MODE_WORDS", "FOLDER_README"]
 
 # What each mode looks for, in words a user without the paper reads (the paper's name after).
-MODE_WORDS = {
-    "baseline": "pixels whose blur raises the target (Eq. 3)",
-    "ftc": "pixels that hinder the target itself, other classes held (F-TC, Eq. 5)",
-    "fntc": "pixels that favour the other classes (F-NTC, Eq. 7)",
-    "deletion": "pixels whose blur lowers the target (Fong & Vedaldi's deletion)",
-}
+MODE_WORDS = {name: mode.looks_for for name, mode in MODE_REGISTRY.items()}
 
 # README.txt of every folder upx explain writes: what each file holds, without the paper.
 FOLDER_README = """\
@@ -160,12 +156,16 @@ def notes(name: str, before: float, best_after: float, empty: bool, mode: str,
     if empty:
         notes.append("no undesirable pixels found: no pixel is blurred by more than "
                      f"{threshold} in any trial (1 - M' > {threshold})")
-    if mode == "deletion" or best_after - before >= 0.01:
+    if MODE_REGISTRY[mode].crucial or best_after - before >= 0.01:  # it lowers the target
         return notes
     if before >= 0.9:
+        # under the probability, say that the log-probability (upx explain's default) is no
+        # remedy here; under the log-probability there is nothing to switch to
+        aside = (" (--objective log_prob changes little this close to 1)"
+                 if objective == "prob" else "")
         notes.append(f"p({name}) barely moved: the model is already sure ({before:.3f}), so "
                      "little is left to gain against the cost of blurring; a lower --lambda2 "
-                     "makes blur cheaper (--objective log_prob changes little this close to 1)")
+                     f"makes blur cheaper{aside}")
     elif objective == "prob" and before < 0.3:
         notes.append(f"p({name}) barely moved: a target the model gives little probability "
                      "pulls weakly against the penalties; try --objective log_prob "
