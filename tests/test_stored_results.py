@@ -498,7 +498,8 @@ def test_readme_and_notes_probability_objective_leaves_the_target_where_it_was()
            f"| {100 * log['ratio_fraction_mean']:.2f} % | ({c['pearson']:.2f}, {c['iou']:.2f}) |")
     assert row in notes
     cp = prob["consistency"]
-    assert (f"| probability (the paper's; `OptimConfig`'s default) | 0.0343 | 0.0344, 0.0344, 0.0344 | 0.00 % | "
+    assert ("| probability (the paper's; `OptimConfig`'s default) | 0.0343 "
+            "| 0.0344, 0.0344, 0.0344 | 0.00 % | "
             f"({cp['pearson']:.2f}, n/a: nothing above the threshold) |") in notes
 
 
