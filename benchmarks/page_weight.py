@@ -43,8 +43,12 @@ def weigh(pages: list[str], html: Path, list_files: bool = False) -> dict[str, C
         def log_message(self, format, *args):  # noqa: A002
             pass
 
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # the browser closing a connection early (a missing favicon) is not news
+
     handler = functools.partial(Quiet, directory=str(html))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = Server(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     out = {}
