@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -335,5 +336,22 @@ def _what_was_kept(args) -> str:
     return "no partial output was kept"
 
 
+def run() -> None:
+    """The ``upx`` command: :func:`main`, then a quick exit. Python's teardown of the modules
+    torch, torchvision and timm bring took 0.7-1.9 s after a command had finished (measured on
+    2 cores); every file upx writes is complete and closed when ``main`` returns, so the process
+    flushes its streams and leaves without it. Under ``torchrun`` (``WORLD_SIZE`` set) the usual
+    exit stays, for the process group's own shutdown."""
+    code = main()
+    if "WORLD_SIZE" in os.environ:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (upx ... | head): nothing left to say
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
