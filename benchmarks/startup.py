@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's upx_core, for its provenance helpers
 
-ARGS = ["explain", "sample:tusker", "--iterations", "1", "--seeds", "0", "--no-progress"]
+ARGS = ["explain", "sample:tusker", "--iterations", "1", "--seeds", "0"]  # as a user types it
 WAYS = {
     "sys.exit": ["-c", "import sys; from upx_core.cli import main; sys.exit(main(sys.argv[1:]))"],
     "run": ["-m", "upx_core.cli"],
@@ -32,7 +32,8 @@ WAYS = {
 
 
 def timed(way: str, out: Path) -> dict:
-    """One fresh process: wall seconds to its end, and to its first line of output."""
+    """One fresh process: wall seconds to its end, and to its first line of output (stdout and
+    stderr, where the progress lines go)."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *WAYS[way], *ARGS, "--out", str(out)],
