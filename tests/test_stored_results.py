@@ -566,6 +566,23 @@ def test_thread_policy_at_200_iterations_table_and_its_reading():
     assert 2.1 <= loaded.min() / med[(0, "spin10k")] and loaded.max() / med[(0, "spin10k")] < 2.95
 
 
+def test_startup_table():
+    """benchmarks/README.md, "Start-up and exit of `upx explain`": runs, medians, first lines."""
+    import json
+
+    run = json.loads((RESULTS / "startup-cpu-2026-12-06.json").read_text())
+    walls = {way: [round(r["wall_s"], 2) for r in run["runs"] if r["way"] == way]
+             for way in ("sys.exit", "run")}
+    assert walls == {"sys.exit": [8.84, 9.34, 9.71, 9.09], "run": [7.08, 6.59, 7.29, 7.08]}
+    assert round(run["summary"]["sys.exit"]["median_wall_s"], 2) == 9.21
+    assert round(run["summary"]["run"]["median_wall_s"], 2) == 7.08
+    first = {way: [r["first_line_s"] for r in run["runs"] if r["way"] == way] for way in walls}
+    assert 0.075 <= min(first["sys.exit"]) and max(first["sys.exit"]) < 0.135
+    assert 0.065 <= min(first["run"]) and max(first["run"]) < 0.105
+    loads = [r["loadavg"] for r in run["runs"]]
+    assert 3.95 <= min(loads) and max(loads) < 4.35  # "load average 4.0-4.3"
+
+
 def test_thread_policy_table_and_its_reading():
     long = pd.concat([_thread_runs("thread-policy-cpu-2026-12-06").assign(run="200"),
                       _thread_runs("thread-policy-50it-cpu-2026-12-06").assign(run="50a"),
