@@ -289,6 +289,34 @@ def test_gate_images_are_the_stored_log_prob_run_and_its_empty_masks_explain_mos
             < gate["variants"]["fp32+cl"]["pearson_median"] - 0.1)
 
 
+def test_restated_gate_table_bf16_channels_last_passes():
+    """benchmarks/README.md: the restated gate's table, and that its pass has not yet changed
+    the defaults."""
+    import json
+
+    from upx_core import OptimConfig
+
+    run = json.loads((RESULTS / "precision-gate-restated-cpu-2026-12-06.json").read_text())
+    assert run["images"] == json.loads(GATE.read_text())["images"]  # "the same 48 images"
+    assert run["seeds"] == [0, 1, 2] and run["objective"] == "log_prob"
+    ref, v = run["variants"]["fp32"], run["variants"]["bf16+cl"]
+    assert (round(ref["wall_s"]), round(v["wall_s"])) == (1601, 682)
+    assert (round(ref["phi"], 2), round(v["phi"], 2), round(v["phi_diff"], 2)) == (
+        47.09, 46.93, -0.16)
+    d = v["phi_diff_interval"]
+    assert (round(d["ci_low"], 2), round(d["ci_high"], 2)) == (-1.04, 0.71)
+    assert (round(ref["ratio_pct"], 3), round(v["ratio_pct"], 3)) == (0.689, 0.710)
+    assert round(100 * v["ratio_rel_diff"], 1) == 3.1
+    a = v["trial_agreement_diff"]
+    assert (round(ref["trial_agreement"], 3), round(v["trial_agreement"], 3)) == (0.637, 0.695)
+    assert (round(a["mean"], 3), round(a["ci_low"], 3), round(a["ci_high"], 3)) == (
+        0.059, 0.008, 0.115)
+    assert a["ci_low"] > 0  # "better, by this interval"
+    assert v["passed"] and all(v["checks"].values())
+    config = OptimConfig()  # "The defaults are still float32"
+    assert (config.amp, config.channels_last) == (None, False)
+
+
 def test_compile_was_slower_than_eager():
     """The notes' "torch.compile was slower than eager on this CPU" (bench_optimizer.py's
     compile variant, compiling included, as one upx explain would pay it)."""
