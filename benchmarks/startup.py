@@ -53,6 +53,7 @@ def timed(way: str, out: Path) -> dict:
 
 def main() -> None:
     from upx_core.evaluation.provenance import provenance
+    from upx_core.files import atomic_write_bytes
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=4)
@@ -74,9 +75,7 @@ def main() -> None:
     record = {**provenance(command, time.perf_counter() - t0), "args": ARGS,
               "summary": summary, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(record, indent=1) + "\n")
-    tmp_out.replace(args.out)
+    atomic_write_bytes(args.out, (json.dumps(record, indent=1) + "\n").encode())
     print(json.dumps(summary, indent=1))
 
 
