@@ -19,7 +19,7 @@ from PIL import Image
 from upx_core.cli import build_parser, main
 from upx_core.data import sample_path
 from upx_core.evaluation.protocol import EVAL_MODES
-from upx_core.method.config import AMP_DTYPES, FTC_FORMS, MODES, OBJECTIVES, REDUCTIONS
+from upx_core.method.config import AMP_FLAGS, FTC_FORMS, MODES, OBJECTIVES, REDUCTIONS
 from upx_core.method.models import MODEL_NAMES
 
 FAST = ["--iterations", "4", "--no-progress"]
@@ -61,6 +61,17 @@ def test_explain_tusker_three_seeds(tmp_path: Path) -> None:
     assert len(summary["prob_after"]) == 3 and 0 < summary["prob_before"] < 1
     assert summary["consistency"]["pearson"] <= 1.0
     assert summary["config"]["iterations"] == 4
+    # --amp auto (the default) records what it chose: bfloat16 with channels-last where this
+    # CPU computes bfloat16 natively, float32 elsewhere, and says so
+    import torch
+
+    from upx_core.method.runtime import bf16_supported
+
+    native = bf16_supported(torch.device("cpu"))
+    assert (summary["config"]["amp"], summary["config"]["channels_last"]) == (
+        ("bf16", True) if native else (None, False))
+    assert lines["arithmetic"].startswith("bfloat16 classifier, channels-last" if native
+                                          else "float32 (--amp)")
     masks = np.load(out / "mask.npy")
     assert masks.shape == (3, 28, 28) and masks.min() >= 0 and masks.max() <= 1
     with Image.open(out / "perturbed.png") as img:
@@ -279,7 +290,8 @@ def test_every_flag_has_help_and_choices_come_from_the_constants() -> None:
         assert tuple(opts["--objective"].choices) == OBJECTIVES
         assert tuple(opts["--reduction"].choices) == REDUCTIONS
         assert tuple(opts["--ftc-form"].choices) == FTC_FORMS
-        assert tuple(opts["--amp"].choices) == AMP_DTYPES
+        assert tuple(opts["--amp"].choices) == AMP_FLAGS
+    assert (ex["--amp"].default, ev["--amp"].default) == ("auto", "fp32")
     # the flags of the former ``python -m upx_core.evaluation.protocol``, under their names
     assert ev["--images"] is ev["--data-root"] and ev["--no-progress"] is ev["--quiet"]
     for flag in ("--indices", "--random-weights", "--batch-size", "--channels-last", "--amp",

@@ -204,6 +204,25 @@ def test_resume_refuses_another_config(tmp_path):
                        threshold=0.5)
 
 
+def test_amp_auto_rows_record_what_it_chose_and_do_not_mix_with_the_other(tmp_path):
+    """``amp="auto"`` rows say ``bf16`` (channels-last) where the CPU computes bfloat16
+    natively and ``fp32`` elsewhere; a float32 run does not resume bfloat16 rows."""
+    from upx_core.method.runtime import bf16_supported
+
+    model, out = tiny_model(), tmp_path / "e.csv"
+    native = bf16_supported(torch.device("cpu"))
+    df = run_evaluation(model, [3], config=TINY.replace(amp="auto"), out_csv=out,
+                        device="cpu", progress=False)
+    assert set(df.precision) == {"bf16" if native else "fp32"}
+    assert set(df.channels_last) == {native}
+    if native:
+        with pytest.raises(ValueError, match="precision"):
+            run_evaluation(model, [3], config=TINY, out_csv=out, device="cpu", progress=False)
+    else:  # the same float32 rows: nothing to compute again
+        assert len(run_evaluation(model, [3], config=TINY, out_csv=out, device="cpu",
+                                  progress=False)) == len(df)
+
+
 def test_a_crash_in_batch_two_leaves_batch_one_whole(tmp_path):
     # A data folder whose third image (the second batch) is a truncated JPEG.
     data = tmp_path / "data"

@@ -569,3 +569,25 @@ def test_bf16_runs_the_classifier_in_bfloat16_on_a_cpu_that_has_it_and_is_refuse
     assert torch.equal(bf16.argmax(dim=1), fp32.argmax(dim=1))
     r = run(model, crops[:1], config=cfg.replace(iterations=2))
     assert torch.isfinite(r.masks).all() and r.masks.dtype == torch.float32
+
+
+def test_amp_auto_picks_bf16_with_channels_last_where_native_and_records_it(model, crops):
+    """``amp="auto"`` is bfloat16 with channels-last on a device that computes bfloat16 natively
+    and float32 elsewhere; the result's config records the choice, and its masks are those of
+    the chosen config given explicitly, bit for bit (so "auto" adds no arithmetic of its own).
+    The query-only optimizer, whose model's arithmetic is not upx's, records float32."""
+    from upx_core import optimize_masks_blackbox, torch_predictor
+    from upx_core.method.runtime import bf16_supported
+
+    native = bf16_supported(torch.device("cpu"))
+    cfg = OptimConfig(iterations=3, amp="auto")
+    auto = run(model, crops, config=cfg)
+    chosen = (cfg.replace(amp="bf16", channels_last=True) if native
+              else cfg.replace(amp=None))
+    assert (auto.config.amp, auto.config.channels_last) == (
+        ("bf16", True) if native else (None, False))
+    assert auto.config == chosen
+    assert torch.equal(auto.masks, run(model, crops, config=chosen).masks)
+    bb = optimize_masks_blackbox(torch_predictor(model, "logits"), crops[:1], config=cfg,
+                                 queries=14, samples=2, outputs="logits", progress=False)
+    assert bb.config.amp is None

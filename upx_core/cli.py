@@ -88,19 +88,21 @@ def _add_hyperparameters(p: argparse.ArgumentParser, objective: str | None = Non
                    help="undesirable-pixel threshold on 1 - M' (Table 2; default: %(default)s)")
 
 
-def _add_runtime(p: argparse.ArgumentParser) -> None:
-    from .method.config import AMP_DTYPES
+def _add_runtime(p: argparse.ArgumentParser, amp: str) -> None:
+    from .method.config import AMP_FLAGS
 
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N; under torchrun each rank takes GPU "
                         "LOCAL_RANK (default: %(default)s)")
-    g.add_argument("--amp", choices=AMP_DTYPES, default=None,
-                   help="the classifier under this autocast dtype (CUDA, or a CPU with native "
-                        "bfloat16); the mask and the losses stay float32 (default: float32 "
-                        "throughout)")
+    g.add_argument("--amp", choices=AMP_FLAGS, default=amp,
+                   help="the classifier's arithmetic: bf16 (bfloat16 autocast, CUDA or a CPU "
+                        "with native bfloat16), fp32, or auto (bf16 with channels-last where "
+                        "the device computes bfloat16 natively, fp32 elsewhere); the mask and "
+                        "the losses stay float32 (default: %(default)s)")
     g.add_argument("--channels-last", action="store_true",
-                   help="channels-last memory layout for the classifier's input")
+                   help="channels-last memory layout for the classifier's input (on with "
+                        "--amp auto where it picks bf16)")
     g.add_argument("--batch-size", type=int, default=None,
                    help="masks per forward pass (default: all on the CPU, what fits on CUDA)")
     g.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar")
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace an output folder that upx wrote before (never any other "
                          "folder or file)")
     _add_hyperparameters(ex, objective=EXPLAIN_OBJECTIVE)
-    _add_runtime(ex)
+    _add_runtime(ex, "auto")
     bb = ex.add_argument_group(
         "black box: a model you can only query (no gradient; upx_core.method.blackbox)")
     bb.add_argument("--black-box", action="store_true",
@@ -190,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--random-weights", action="store_true",
                     help="the model with random weights (timing only; the numbers mean nothing)")
     _add_hyperparameters(ev)
-    _add_runtime(ev)
+    _add_runtime(ev, "fp32")  # stored runs stay comparable across machines
     return parser
 
 
@@ -201,7 +203,7 @@ def _config(args):
         iterations=args.iterations, lr=args.lr, mask_size=args.mask_size, sigma=args.sigma,
         kernel_size=args.kernel_size, objective=args.objective, reduction=args.reduction,
         ftc_form=args.ftc_form, fntc_norm=args.fntc_norm, init_noise=args.init_noise,
-        amp=args.amp, channels_last=args.channels_last,
+        amp=None if args.amp == "fp32" else args.amp, channels_last=args.channels_last,
     )
 
 

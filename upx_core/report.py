@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import OutputDir, atomic_directory
+from .method.config import OptimConfig
 from .method.metrics import consistency, relative_improvement, undesirable_pixel_ratio
 from .method.modes import MODE_REGISTRY
 from .method.result import UPXResult
@@ -123,6 +124,8 @@ def write_explanation(result: UPXResult, image, path: Path, out: OutputDir | Pat
     print(f"image        {path.name}")
     print(f"target       {name} ({summary['target']}), model {summary['model']}")
     print(f"looked for   {MODE_WORDS[mode]} (--mode {mode})")
+    if result.queries is None:  # a black box's arithmetic is its own
+        print(f"arithmetic   {arithmetic(config)}")
     print(f"p(target)    {float(before[0]):.4f} -> " + ", ".join(f"{float(a):.4f}" for a in after)
           + f"  (seeds {' '.join(map(str, seeds))})")
     print(f"gain         {summary['relative_improvement_percent_mean']:+.2f} % relative "
@@ -140,6 +143,15 @@ def write_explanation(result: UPXResult, image, path: Path, out: OutputDir | Pat
         print(f"queries      {summary['queries']} per mask (query-only: no gradient was taken)")
     print(f"wrote        {out}/ (README.txt says what each file holds: result.json, mask.npy, "
           f"heatmap.png, perturbed.png, explanation.png) in {wall:.1f} s")
+
+
+def arithmetic(config: OptimConfig) -> str:
+    """How the classifier computed, in words, with the flag that changes it."""
+    layout = ", channels-last" if config.channels_last else ""
+    if config.amp == "bf16":
+        return (f"bfloat16 classifier{layout}, mask and losses in float32 (--amp fp32: float32 "
+                "throughout)")
+    return f"float32{layout} (--amp)"
 
 
 def notes(name: str, before: float, best_after: float, empty: bool, mode: str,

@@ -39,7 +39,7 @@ from ..method.config import EVAL_MODES, MaskSetting, OptimConfig
 from ..method.equations import upsample_mask
 from ..method.metrics import relative_improvement, undesirable_pixel_ratio
 from ..method.optimizer import optimize_masks
-from ..method.runtime import on_device, perturbed_probs
+from ..method.runtime import on_device, perturbed_probs, resolve_amp, resolve_device
 from . import store
 from .distributed import process_group
 from .provenance import segment
@@ -197,7 +197,7 @@ def run_evaluation(
     """
     from ..method.models import load_model
 
-    config = config or OptimConfig()
+    config = resolve_amp(config or OptimConfig(), resolve_device(device))  # rows: what it chose
     modes = _check_modes(modes)
     seeds = _check_ints("seeds", seeds)
     if not seeds:

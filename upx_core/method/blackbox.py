@@ -12,6 +12,7 @@ iterations.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import MaskSetting, OptimConfig
+from .config import AMP_AUTO, MaskSetting, OptimConfig
 from .equations import blur_for
 from .fold import fold_batchnorm as _fold
 from .loop import as_settings, check_images, job_targets, optimize, target_list
@@ -162,6 +163,8 @@ def optimize_masks_blackbox(
     for bit on the CPU.
     """
     config = config or OptimConfig()
+    if config.amp == AMP_AUTO:  # the black box's arithmetic is its own: nothing to choose here
+        config = dataclasses.replace(config, amp=None)
     settings = as_settings(settings)
     if outputs not in OUTPUTS:
         raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")

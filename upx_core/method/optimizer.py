@@ -35,6 +35,7 @@ from .runtime import (
     forward,
     frozen,
     on_device,
+    resolve_amp,
     resolve_device,
 )
 
@@ -103,6 +104,7 @@ def optimize_masks(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     image_targets = target_list(targets, images.shape[0], getattr(model, "categories", None))
     dev = resolve_device(device)
+    config = resolve_amp(config, dev)  # the result's config says what "auto" chose
     check_amp(config, dev)
     with frozen(model):
         check_network(model, images[:2].detach().to(

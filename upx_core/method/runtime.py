@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import itertools
 import os
 import sys
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .config import OptimConfig
+from .config import AMP_AUTO, OptimConfig
 from .equations import blur_for, perturb, upsample_mask
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "suggest_batch_size",
     "cuda_batch_size",
     "bf16_supported",
+    "resolve_amp",
     "check_amp",
     "forward",
     "perturbed_probs",
@@ -217,6 +219,17 @@ def bf16_supported(device: torch.device) -> bool:
                 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def resolve_amp(config: OptimConfig, device: torch.device) -> OptimConfig:
+    """``config`` with ``amp="auto"`` made concrete for ``device``: bfloat16 with channels-last
+    where :func:`bf16_supported`, float32 (``amp=None``, ``channels_last`` as given) elsewhere.
+    Any other ``config`` is returned as it is."""
+    if config.amp != AMP_AUTO:
+        return config
+    if bf16_supported(device):
+        return dataclasses.replace(config, amp="bf16", channels_last=True)
+    return dataclasses.replace(config, amp=None)
+
+
 def check_amp(config: OptimConfig, device: torch.device) -> None:
     """A clear error, before any work, for ``amp="bf16"`` on a CPU without native bfloat16."""
     if config.amp == "bf16" and not bf16_supported(device):
@@ -228,7 +241,9 @@ def forward(model: nn.Module, x: torch.Tensor, config: OptimConfig) -> torch.Ten
     """The model's logits (float32) for ``x`` under ``config``'s channels-last and amp options.
 
     ``amp="bf16"`` runs the model under bfloat16 autocast on the device ``x`` is on (CUDA, or a
-    CPU with native bfloat16: :func:`check_amp` refuses the others before any work)."""
+    CPU with native bfloat16: :func:`check_amp` refuses the others before any work);
+    ``amp="auto"`` is resolved for that device (:func:`resolve_amp`)."""
+    config = resolve_amp(config, x.device)
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     if config.amp == "bf16":
