@@ -484,12 +484,20 @@ def _readme_explain_block() -> list[str]:
     return text[start:].split("\n```\n", 1)[0].splitlines()[1:]
 
 
-def test_readme_upx_explain_output_is_the_stored_run():
-    """README's `upx explain` block is what the stored run printed (the output folder aside),
-    and its numbers are those of the stored result.json."""
+EXPLAIN_AUTO = RESULTS / "explain-tusker-cpu-2026-12-07"
+
+
+def _explain(name: str) -> dict:
     import json
 
-    printed = (EXPLAIN / "stdout-log_prob.txt").read_text().splitlines()
+    return json.loads((EXPLAIN_AUTO / f"result-{name}.json").read_text())
+
+
+def test_readme_upx_explain_output_is_the_stored_run():
+    """README's `upx explain` block is what the stored run of the default (--amp auto, here
+    bfloat16 with channels-last) printed (the output folder aside), and its numbers are those
+    of the stored result.json."""
+    printed = (EXPLAIN_AUTO / "stdout-auto.txt").read_text().splitlines()
     block = _readme_explain_block()
     assert len(block) == len(printed)
     for shown, stored in zip(block, printed, strict=True):
@@ -498,11 +506,14 @@ def test_readme_upx_explain_output_is_the_stored_run():
             assert shown.split(") in ")[1] == stored.split(") in ")[1]
         else:
             assert shown == stored
-    r = json.loads((EXPLAIN / "result-log_prob.json").read_text())
+    r = _explain("auto")
     line = {key: next(t for t in block if t.startswith(key))
-            for key in ("p(target)", "gain", "undesirable", "trials agree")}
+            for key in ("p(target)", "gain", "undesirable", "trials agree", "arithmetic")}
     assert r["config"]["objective"] == "log_prob" and r["seeds"] == [0, 1, 2]
-    assert f"0.0343 -> {', '.join(f'{p:.4f}' for p in r['prob_after'])}" in line["p(target)"]
+    assert (r["config"]["amp"], r["config"]["channels_last"]) == ("bf16", True)
+    assert line["arithmetic"][13:].startswith("bfloat16 classifier, channels-last")
+    assert (f"{r['prob_before']:.4f} -> {', '.join(f'{p:.4f}' for p in r['prob_after'])}"
+            in line["p(target)"])
     assert f"{r['relative_improvement_percent_mean']:+.2f} %" in line["gain"]
     assert f"{r['ratio_fraction_mean']:.4f} of the pixels" in line["undesirable"]
     c = r["consistency"]
@@ -510,8 +521,41 @@ def test_readme_upx_explain_output_is_the_stored_run():
     assert block[-1].endswith(f"in {r['wall_s']:.1f} s")
 
 
+def test_readme_and_benchmarks_default_arithmetic_against_float32():
+    """README: "p(target) reads 0.0362 where float32 reads 0.0343", "phi +45.55 %, ratio
+    0.0937, in 19.7 s wall against 18.6 s"; benchmarks/README.md's table of the two, both
+    repetitions, and its "8 %" and "6 %"."""
+    import json
+
+    auto, fp32 = _explain("auto"), _explain("fp32")
+    assert (fp32["config"]["amp"], fp32["config"]["channels_last"]) == (None, False)
+    prov = json.loads((EXPLAIN_AUTO / "provenance.json").read_text())
+    wall, opt = prov["wall_s"], prov["optimizing_s"]
+    readme = " ".join(README.read_text().split())
+    assert (f"p(target) reads {auto['prob_before']:.4f} where float32 reads "
+            f"{fp32['prob_before']:.4f}") in readme
+    assert (f"(phi {fp32['relative_improvement_percent_mean']:+.2f} %, ratio "
+            f"{fp32['ratio_fraction_mean']:.4f}, in {wall['fp32-1']:.1f} s wall against "
+            f"{wall['auto-1']:.1f} s)") in readme
+    assert f"idle; {wall['auto-1']:.1f} s wall with start-up" in readme
+    bench = (RESULTS.parent / "README.md").read_text()
+    for name, label in (("auto", "auto (bf16 + channels-last)"), ("fp32", "fp32")):
+        r = _explain(name)
+        row = (f"| {label} | {opt[name + '-1']:.1f}, {opt[name + '-2']:.1f} | "
+               f"{wall[name + '-1']:.1f}, {wall[name + '-2']:.1f} | "
+               f"{r['relative_improvement_percent_mean']:+.2f} % | "
+               f"{r['ratio_fraction_mean']:.4f} | {r['prob_before']:.4f} |")
+        assert row in bench, row
+    mean = lambda d, k: (d[k + "-1"] + d[k + "-2"]) / 2  # noqa: E731
+    assert round(100 * (1 - mean(opt, "auto") / mean(opt, "fp32"))) == 8
+    assert round(100 * (1 - mean(wall, "auto") / mean(wall, "fp32"))) == 6
+    assert "saves 8 % of the optimizing time and 6 % of the wall time" in " ".join(bench.split())
+    assert "saved 8 % of `upx explain`'s optimizing time" in " ".join(NOTES.read_text().split())
+
+
 def test_readme_and_notes_probability_objective_leaves_the_target_where_it_was():
-    """README: "(0.0343 -> 0.0344)" under the probability objective; the notes' table rows."""
+    """README: "(0.0362 -> at most 0.0373, ...)" under the probability objective (the default
+    arithmetic); the notes' table rows (float32)."""
     import json
 
     prob = json.loads((EXPLAIN / "result-prob.json").read_text())
@@ -519,7 +563,11 @@ def test_readme_and_notes_probability_objective_leaves_the_target_where_it_was()
     assert prob["config"]["objective"] == "prob" and max(prob["ratio_fraction"]) == 0
     before, after = f"{prob['prob_before']:.4f}", {f"{p:.4f}" for p in prob["prob_after"]}
     assert (before, after) == ("0.0343", {"0.0344"})
-    assert "(0.0343 -> 0.0344)" in " ".join(README.read_text().split())
+    # the README's run is the default arithmetic's (bfloat16 here)
+    auto = _explain("auto-prob")
+    assert auto["config"]["objective"] == "prob" and max(auto["ratio_fraction"]) == 0
+    assert (f"({auto['prob_before']:.4f} -> at most {max(auto['prob_after']):.4f}, no pixel "
+            "past the threshold)") in " ".join(README.read_text().split())
     notes = NOTES.read_text()
     c = log["consistency"]
     row = (f"| log-probability | 0.0343 | {', '.join(f'{p:.4f}' for p in log['prob_after'])} "
