@@ -13,6 +13,10 @@ Runtime) and objective:
 - two query-only baselines at equal budgets: the blur-occlusion sweep (785 queries) and RISE
   masks weighted by the target's gain (``--rise-budgets``, ``--rise-seeds``), with the gain of
   the stored run's objective;
+- the oracle (:func:`upx_core.method.oracle.oracle_masks`) with exactly the estimator's
+  directions at each stored budget (``samples_for_budget``: 2, 9 and 39 per iteration; the
+  stored run's oracle drew 40 against the 16,000-query estimator's 39, so their directions
+  parted after the first iteration);
 - more query-only masks (``--seeds``, ``--seed-budgets``), the estimator's trial seed
   (``MaskSetting.seed``, which also seeds its directions), so each budget has several seeds.
 
@@ -44,6 +48,7 @@ from upx_core.method.equations import upsample_mask
 from upx_core.method.metrics import relative_improvement, undesirable_pixel_ratio
 from upx_core.method.models import class_index
 from upx_core.method.onnxbox import export_onnx, onnx_predictor
+from upx_core.method.oracle import oracle_masks
 from upx_core.method.runtime import keep_freed_memory
 
 FRACTIONS = (0.01, 0.02, 0.05)
@@ -115,6 +120,17 @@ def main() -> None:
             score(name, m, kind="stored", mean_blur=upsample_mask(
                 m[:, None], size).mean(dim=(1, 2, 3)).tolist())
         seconds["stored_maps"] = time.perf_counter() - t0
+        save()
+
+        for budget in stored.budgets:
+            samples = samples_for_budget(budget, config.iterations)
+            t0 = time.perf_counter()
+            final, _ = oracle_masks(model, images, targets, MaskSetting(mode="ftc", seed=0),
+                                    config, samples)
+            seconds[f"oracle_same_{budget}"] = time.perf_counter() - t0
+            made[f"oracle_same_{budget}"] = final[:, 0].numpy()
+            score(f"oracle_same_{budget}", 1 - final[:, 0], kind="oracle, same directions",
+                  queries=budget, samples=samples, seed=0)
         save()
 
         t0 = time.perf_counter()
