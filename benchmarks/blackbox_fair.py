@@ -7,7 +7,8 @@ same four case studies, model (EfficientNet-Lite0 exported to ONNX, queried thro
 Runtime) and objective:
 
 - the area-matched phi of every stored map: phi when only the top 1, 2 and 5 % of the pixels of
-  its 1 - M' are blurred (:func:`upx_core.method.baselines.area_matched_phi`);
+  its 1 - M' are blurred (:func:`upx_core.method.baselines.area_matched_phi`), and when as many
+  pixels are blurred as the white-box seed 0 mask blurs in all (the mean of its 1 - M');
 - the ceiling: Pearson r between the white-box maps of seeds 0, 1 and 2, and every map's r with
   white-box seed 0 as a share of that ceiling (the mean r of seeds 1 and 2 with seed 0);
 - two query-only baselines at equal budgets: the blur-occlusion sweep (785 queries) and RISE
@@ -85,6 +86,8 @@ def main() -> None:
     config = OptimConfig(iterations=200, objective=stored.objective)
     gain = "log_prob" if stored.objective == "log_prob" else "prob"
     white = stored.undesirable("white", size)
+    # the white-box seed 0 mask's blurred area: the mean of its 1 - M' (Eq. 3's L1 per pixel)
+    white_area = white.mean(dim=(1, 2)).tolist()
     maps = {name: 1 - torch.from_numpy(m).float() for name, m in stored.masks.items()}
     rows, seconds, made = [], {}, {}
     out = Path(args.out)
@@ -94,6 +97,7 @@ def main() -> None:
         record = {"provenance": provenance(" ".join(["python", *sys.argv]),
                                            wall_s=time.time() - t_start),
                   "cases": cases, "fractions": list(FRACTIONS), "gain": gain,
+                  "white_area": white_area,
                   "backend": "onnxruntime", "seconds": seconds, "rows": rows}
         np.savez_compressed(out / "fair_maps.npz", **made)
         (out / "fair.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -103,13 +107,17 @@ def main() -> None:
         in ``extra`` gives one value per case (``mean_blur``: the mean of 1 - M', Eq. 3's L1
         per pixel, for masks)."""
         amp = area_matched_phi(predict, images, undesirable, targets, FRACTIONS, config)
+        at_white = [float(area_matched_phi(predict, images[b:b + 1], undesirable[b:b + 1],
+                                           targets[b:b + 1], [white_area[b]], config)[0, 0])
+                    for b in range(len(cases))]
         up = upsample_mask(undesirable[:, None].float(), size)[:, 0]
         for b, (image, target) in enumerate(cases):
             each = {k: v[b] if isinstance(v, list) else v for k, v in extra.items()}
             rows.append({"map": name, "image": image, "target": target, **each,
                          "pearson_vs_white": pearson(up[b], white[b]),
                          **{f"phi_top{round(100 * f)}": float(amp[b, i])
-                            for i, f in enumerate(FRACTIONS)}})
+                            for i, f in enumerate(FRACTIONS)},
+                         "phi_white_area": at_white[b]})
             print(json.dumps(rows[-1]), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
