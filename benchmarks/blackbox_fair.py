@@ -25,6 +25,8 @@ Everything goes to ``--out``/fair.json (rows, provenance, seconds per part) and 
 to ``--out``/fair_maps.npz (28 x 28, one per case).
 
 Usage: python benchmarks/blackbox_fair.py --out notebooks/results/blackbox
+       python benchmarks/blackbox_fair.py --only-seeds --seed-budgets 16000 \
+           --out notebooks/results/blackbox
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ def main() -> None:
                     help="more query-only trial seeds (seed 0 is the stored run's)")
     ap.add_argument("--seed-budgets", type=int, nargs="*", default=[1000, 4000])
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime's intra-op threads")
+    ap.add_argument("--only-seeds", action="store_true",
+                    help="run only the extra query-only seeds and add their rows and maps to "
+                         "the fair.json and fair_maps.npz already in --out (its provenance "
+                         "keeps the first run's and lists this one under 'more')")
     ap.add_argument("--out", required=True, help="folder for fair.json and fair_maps.npz")
     args = ap.parse_args()
     keep_freed_memory()
@@ -92,10 +98,19 @@ def main() -> None:
     rows, seconds, made = [], {}, {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    first = None
+    if args.only_seeds:  # a later part of the same comparison, added to the first run's
+        first = json.loads((out / "fair.json").read_text())
+        rows, seconds = first["rows"], first["seconds"]
+        with np.load(out / "fair_maps.npz") as held:
+            made = {k: held[k] for k in held.files}
 
     def save() -> None:
-        record = {"provenance": provenance(" ".join(["python", *sys.argv]),
-                                           wall_s=time.time() - t_start),
+        this = provenance(" ".join(["python", *sys.argv]), wall_s=time.time() - t_start)
+        if first is not None:
+            this = {**first["provenance"],
+                    "more": [*first["provenance"].get("more", []), this]}
+        record = {"provenance": this,
                   "cases": cases, "fractions": list(FRACTIONS), "gain": gain,
                   "white_area": white_area,
                   "backend": "onnxruntime", "seconds": seconds, "rows": rows}
@@ -124,13 +139,14 @@ def main() -> None:
         predict = onnx_predictor(export_onnx(model, Path(tmp) / "lite0.onnx"),
                                  threads=args.threads)
         t0 = time.perf_counter()
-        for name, m in maps.items():
+        for name, m in ({} if args.only_seeds else maps).items():
             score(name, m, kind="stored", mean_blur=upsample_mask(
                 m[:, None], size).mean(dim=(1, 2, 3)).tolist())
-        seconds["stored_maps"] = time.perf_counter() - t0
-        save()
+        if not args.only_seeds:
+            seconds["stored_maps"] = time.perf_counter() - t0
+            save()
 
-        for budget in stored.budgets:
+        for budget in [] if args.only_seeds else stored.budgets:
             samples = samples_for_budget(budget, config.iterations)
             t0 = time.perf_counter()
             final, _ = oracle_masks(model, images, targets, MaskSetting(mode="ftc", seed=0),
@@ -139,16 +155,16 @@ def main() -> None:
             made[f"oracle_same_{budget}"] = final[:, 0].numpy()
             score(f"oracle_same_{budget}", 1 - final[:, 0], kind="oracle, same directions",
                   queries=budget, samples=samples, seed=0)
-        save()
+        if not args.only_seeds:
+            save()
+            t0 = time.perf_counter()
+            occ, queries = occlusion_map(predict, images, targets, gain, config)
+            seconds["occlusion"] = time.perf_counter() - t0
+            made["occlusion"] = occ[:, 0].numpy()
+            score("occlusion", occ[:, 0], kind="occlusion", queries=queries, seed=None)
+            save()
 
-        t0 = time.perf_counter()
-        occ, queries = occlusion_map(predict, images, targets, gain, config)
-        seconds["occlusion"] = time.perf_counter() - t0
-        made["occlusion"] = occ[:, 0].numpy()
-        score("occlusion", occ[:, 0], kind="occlusion", queries=queries, seed=None)
-        save()
-
-        for seed in args.rise_seeds:
+        for seed in [] if args.only_seeds else args.rise_seeds:
             t0 = time.perf_counter()
             rise = rise_maps(predict, images, targets, args.rise_budgets, seed=seed, gain=gain,
                              config=config)
