@@ -188,11 +188,11 @@ def main() -> None:
                 made[name] = res.masks[:, 0, 0].numpy()
                 phi = relative_improvement(res.target_prob_before, res.target_prob_after)[:, 0]
                 ratio = undesirable_pixel_ratio(res.masks_upsampled[:, 0, 0])
-                first = len(rows)
+                start = len(rows)
                 score(name, 1 - res.masks[:, 0, 0], kind="query-only", queries=budget, seed=seed,
                       mean_blur=(1 - res.masks_upsampled[:, 0, 0]).mean(dim=(1, 2)).tolist())
                 for b in range(len(cases)):
-                    rows[first + b].update(phi=float(phi[b]), ratio=float(ratio[b]),
+                    rows[start + b].update(phi=float(phi[b]), ratio=float(ratio[b]),
                                            queries_used=int(res.queries[b, 0]))
                 save()
     save()
