@@ -734,3 +734,16 @@ def test_the_fair_comparison_table():
     assert (round(oracle9, 2), round(fair.quality.oracle_agreement.loc["ski", 3602], 2)) == (
         0.11, 0.78)
     assert round(ski[0] - at.loc[("ski", "oracle, same directions", 16000), "r median"], 2) == 0.62
+
+
+def test_the_readme_states_the_fair_comparisons_ski_range():
+    """README.md's black-box paragraph: "the ski's r at 16,000 queries then spans 0.21-0.88,
+    median 0.38"."""
+    from upx_core.evaluation.blackbox_run import load_fair_run
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "spans 0.21-0.88, median 0.38" in readme
+    fair = load_fair_run(Path(__file__).resolve().parents[1] / "notebooks" / "results"
+                         / "blackbox")
+    row = fair.summary(["ski"]).set_index(["method", "budget"]).loc[("query-only", 16000)]
+    assert [round(row[c], 2) for c in ("r min", "r max", "r median")] == [0.21, 0.88, 0.38]
