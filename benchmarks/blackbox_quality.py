@@ -64,8 +64,11 @@ def main() -> None:
                          "(optimize_masks_blackbox's basis; default: all mask cells)")
     ap.add_argument("--white-seeds", type=int, nargs="*", default=[1, 2],
                     help="more white-box trials, compared with seed 0's (none: skip)")
-    ap.add_argument("--oracle-samples", type=int, nargs="*", default=[2, 9, 40, 160, 640],
-                    help="directions per iteration of the oracle estimator (none: skip)")
+    ap.add_argument("--oracle-samples", type=int, nargs="*", default=[2, 9, 39, 160, 640],
+                    help="directions per iteration of the oracle estimator (none: skip); 2, 9 "
+                         "and 39 are those of the default budgets (samples_for_budget), so the "
+                         "oracle draws exactly the estimator's directions there (the stored "
+                         "run drew 40 against 39: blackbox_fair.py redoes it with 39)")
     ap.add_argument("--out", required=True, help="folder for quality.json and masks.npz")
     args = ap.parse_args()
     keep_freed_memory()

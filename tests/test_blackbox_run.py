@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from upx_core.book.figures import budget_curves, quality_maps
-from upx_core.evaluation.blackbox_run import load_quality_run
+from upx_core.book.figures import budget_curves, fair_curves, quality_maps
+from upx_core.evaluation.blackbox_run import load_fair_run, load_quality_run
 from upx_core.method.equations import upsample_mask
 
 matplotlib.use("Agg")
@@ -71,4 +71,58 @@ def test_the_figures_of_the_stored_run(run):
     ski = run.onnx[run.onnx["target"] == "ski"].sort_values("budget")
     np.testing.assert_array_equal(query_only.get_xdata(), ski["budget"].to_numpy())
     np.testing.assert_array_equal(query_only.get_ydata(), ski["pearson_vs_white"].to_numpy())
+    plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def fair():
+    return load_fair_run(FOLDER)
+
+
+def test_the_fair_comparison_read_back(fair):
+    maps = fair.maps
+    assert set(maps["method"]) == {"white-box", "query-only", "oracle, same directions",
+                                   "occlusion", "RISE"}  # torch_1000, the stored oracle left out
+    assert (maps["method"] == "occlusion").sum() == 4
+    assert set(maps.loc[maps["method"] == "occlusion", "budget"]) == {28 * 28 + 1}
+    rise = maps[maps["method"] == "RISE"]
+    assert sorted(set(zip(rise["budget"], rise["trial"], strict=True))) == [
+        (b, s) for b in (1000, 4000) for s in (0, 1, 2)]
+    # the ceiling is the mean r of white-box seeds 1 and 2 with seed 0 (quality.json's rows)
+    seeds = fair.quality.seed_agreement
+    for target in ("African elephant", "ski", "abaya"):
+        assert fair.ceiling[target] == pytest.approx(seeds.loc[target].mean())
+    # seed 0's query-only raw phi is the stored run's
+    zero = maps[(maps["method"] == "query-only") & (maps["trial"] == 0)]
+    stored = fair.quality.onnx.set_index(["target", "budget"])["phi"]
+    for _, row in zero.iterrows():
+        assert row["phi"] == stored[(row["target"], int(row["budget"]))]
+
+
+def test_the_fair_summary(fair):
+    table = fair.summary(["ski"])
+    assert table.columns.tolist() == [
+        "target", "method", "budget", "maps", "r median", "r min", "r max", "r / ceiling",
+        "phi", "mean blur", "phi top 1 %", "phi top 2 %", "phi top 5 %", "phi white-box area"]
+    assert table["method"].tolist()[:3] == ["white-box", "query-only", "query-only"]
+    ski = fair.maps[(fair.maps["target"] == "ski") & (fair.maps["method"] == "query-only")
+                    & (fair.maps["budget"] == 4000)]
+    row = table[(table["method"] == "query-only") & (table["budget"] == 4000)].iloc[0]
+    assert row["maps"] == 3
+    assert row["r median"] == pytest.approx(ski["pearson_vs_white"].median())
+    assert (row["r min"], row["r max"]) == (ski["pearson_vs_white"].min(),
+                                            ski["pearson_vs_white"].max())
+    assert row["r / ceiling"] == pytest.approx(row["r median"] / fair.ceiling["ski"])
+    white = table[table["method"] == "white-box"].iloc[0]  # r over seeds 1 and 2 only
+    assert white["r / ceiling"] == pytest.approx(1.0)
+
+
+def test_the_fair_figure(fair):
+    fig = fair_curves(fair, ["African elephant", "ski", "abaya"])
+    assert [ax.get_title() for ax in fig.axes] == ["African elephant", "ski", "abaya"]
+    table = fair.summary()
+    ski = table[(table["target"] == "ski") & (table["method"] == "query-only")]
+    drawn = fig.axes[1].lines[1]  # after the ceiling's dashed line: the query-only medians
+    np.testing.assert_array_equal(drawn.get_xdata(), ski["budget"].to_numpy())
+    np.testing.assert_array_equal(drawn.get_ydata(), ski["r median"].to_numpy())
     plt.close(fig)

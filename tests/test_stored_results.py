@@ -697,3 +697,53 @@ def test_thread_policy_table_and_its_reading():
     for run in ("50a", "50b"):
         assert idle[(run, "spin10k")] / idle[(run, "default")] < 1.04
     assert 2.1 <= min(ratio["spin10k"]) and max(ratio["spin10k"]) < 2.45
+
+
+def test_the_fair_comparison_table():
+    """benchmarks/README.md, "A fair comparison of the query-only masks": the table and its
+    bullets, from chapter 9's fair.json."""
+    from upx_core.evaluation.blackbox_run import load_fair_run
+
+    fair = load_fair_run(Path(__file__).resolve().parents[1] / "notebooks" / "results"
+                         / "blackbox")
+    at = fair.summary().set_index(["target", "method", "budget"])
+
+    def r(target, method, budget):
+        row = at.loc[(target, method, budget)]
+        return tuple(round(row[c], 2) for c in ("r median", "r min", "r max"))
+
+    want = {"African elephant": (0.88, [(0.28, 0.24, 0.29), (0.54, 0.52, 0.58), (0.74, 0.73, 0.77)],
+                                 0.45, (0.15, 0.14, 0.15), 0.67, [6.7, 5.2, 6.1, 0.3]),
+            "ski": (0.65, [(0.31, 0.23, 0.38), (0.19, 0.19, 0.55), (0.38, 0.21, 0.88)], 0.14,
+                    (0.02, 0.02, 0.04), 0.26, [-34.5, -1.8, 27.9, 20.1]),
+            "abaya": (0.55, [(0.25, 0.05, 0.31), (0.24, 0.12, 0.27), (0.29, 0.23, 0.35)], 0.01,
+                      (0.06, 0.04, 0.07), 0.33, [24.6, 43.8, 54.3, 60.2])}
+    for target, (ceiling, query_only, occlusion, rise, oracle, phi5) in want.items():
+        assert round(fair.ceiling[target], 2) == ceiling
+        assert [r(target, "query-only", b) for b in (1000, 4000, 16000)] == query_only
+        assert round(at.loc[(target, "occlusion", 785), "r median"], 2) == occlusion
+        assert r(target, "RISE", 4000) == rise
+        assert round(at.loc[(target, "oracle, same directions", 16000), "r median"], 2) == oracle
+        assert [round(at.loc[(target, m, b), "phi top 5 %"], 1) for m, b in (
+            ("white-box", 0), ("query-only", 16000), ("occlusion", 785), ("RISE", 4000))] == phi5
+    ski = fair.maps[(fair.maps["target"] == "ski") & (fair.maps["method"] == "query-only")
+                    & (fair.maps["budget"] == 16000)].set_index("trial")["pearson_vs_white"]
+    assert [round(ski[s], 2) for s in (0, 1, 2)] == [0.88, 0.21, 0.38]
+    oracle9 = fair.maps[(fair.maps["map"] == "oracle_same_4000")
+                        & (fair.maps["target"] == "ski")]["pearson_vs_white"].iloc[0]
+    assert (round(oracle9, 2), round(fair.quality.oracle_agreement.loc["ski", 3602], 2)) == (
+        0.11, 0.78)
+    assert round(ski[0] - at.loc[("ski", "oracle, same directions", 16000), "r median"], 2) == 0.62
+
+
+def test_the_readme_states_the_fair_comparisons_ski_range():
+    """README.md's black-box paragraph: "the ski's r at 16,000 queries then spans 0.21-0.88,
+    median 0.38"."""
+    from upx_core.evaluation.blackbox_run import load_fair_run
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "spans 0.21-0.88, median 0.38" in readme
+    fair = load_fair_run(Path(__file__).resolve().parents[1] / "notebooks" / "results"
+                         / "blackbox")
+    row = fair.summary(["ski"]).set_index(["method", "budget"]).loc[("query-only", 16000)]
+    assert [round(row[c], 2) for c in ("r min", "r max", "r median")] == [0.21, 0.88, 0.38]

@@ -13,6 +13,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         gradient.py     the white-box estimator: autograd through the model
         query.py        the query-only estimator: finite differences along random directions
         oracle.py       exact derivatives along those directions (the query-only's reference)
+        baselines.py    occlusion and RISE maps from queries; phi at an equal blurred area
         optimizer.py    the white-box optimizer over B images x K settings (optimize_masks)
         blackbox.py     the same masks from forward queries alone (optimize_masks_blackbox)
         onnxbox.py      ONNX export, and an ONNX Runtime session as the black box

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..evaluation.blackbox_run import QualityRun
+from ..evaluation.blackbox_run import FairRun, QualityRun
 from ..evaluation.tables import MODE_LABELS, by_confidence
 from ..method.config import OptimConfig
 from ..method.result import UPXResult
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Panel", "picture_grid", "draw_box", "explanation_rows", "objective_title",
            "distributions", "gain_against_confidence", "strata_bars", "quality_maps",
-           "budget_curves"]
+           "budget_curves", "fair_curves"]
 
 
 def _plt():
@@ -247,5 +247,36 @@ def budget_curves(run: QualityRun, targets: Sequence[str], goal: float = 0.6) ->
     axes[0].plot([], [], color="0.6", ls=":", label="white-box seeds 1 and 2")
     axes[0].plot([], [], color="C3", lw=0.8, label=f"the goal, {goal:g}")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2,
+               fontsize=9)
+    return fig
+
+
+def fair_curves(run: FairRun, targets: Sequence[str]) -> Figure:
+    """Pearson r with white-box seed 0 against the queries per map, one panel per target: the
+    query-only masks (median over seeds, bars from min to max), the oracle with the estimator's
+    own directions, the occlusion sweep and RISE (median, min to max), and the ceiling (the
+    white-box seeds 1 and 2, their range shaded, their mean dashed)."""
+    fig, axes = _plt().subplots(1, len(targets), figsize=(3.4 * len(targets), 3.0), sharey=True,
+                                squeeze=False, layout="constrained")
+    axes = axes[0]
+    table = run.summary()
+    styles = {"query-only": ("o-", "C0"), "oracle, same directions": ("s--", "C1"),
+              "occlusion": ("D", "C2"), "RISE": ("^-", "C4")}
+    for ax, target in zip(axes, targets, strict=True):
+        rows = table[table["target"] == target]
+        white = rows[rows["method"] == "white-box"].iloc[0]
+        ax.axhspan(white["r min"], white["r max"], color="0.85")
+        ax.axhline(run.ceiling[target], color="0.4", lw=1, ls="--")
+        for method, (style, colour) in styles.items():
+            part = rows[rows["method"] == method].sort_values("budget")
+            ax.errorbar(part["budget"], part["r median"], fmt=style, color=colour, capsize=3,
+                        yerr=[part["r median"] - part["r min"], part["r max"] - part["r median"]],
+                        label=method)
+        ax.set_xscale("log")
+        ax.set_title(target, fontsize=10)
+        ax.set_xlabel("queries per map")
+    axes[0].set_ylabel("Pearson r with white-box seed 0")
+    axes[0].plot([], [], color="0.4", ls="--", label="ceiling: white-box seeds 1, 2 (range shaded)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
                fontsize=9)
     return fig

@@ -1,4 +1,5 @@
-"""Evaluation metrics: Eq. 8, the undesirable-pixel ratio of Table 2, and trial consistency."""
+"""Evaluation metrics: Eq. 8, the undesirable-pixel ratio of Table 2, trial consistency, and the
+top fraction of a map that the area-matched phi blurs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import itertools
 import torch
 
 __all__ = ["relative_improvement", "undesirable_pixel_ratio", "found_mask", "consistency_pairs",
-           "consistency"]
+           "consistency", "top_fraction_mask"]
 
 # A mask "finds" undesirable pixels when it raises the target by at least this phi (Eq. 8, %).
 FOUND_PHI = 10.0
@@ -93,3 +94,24 @@ def consistency(masks_up: torch.Tensor, threshold: float = 0.6) -> dict[str, flo
         "pearson": sum(rs) / len(rs) if rs else float("nan"),
         "iou": sum(ious) / len(ious),
     }
+
+
+def top_fraction_mask(maps: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The binary region ``[..., H, W]`` (bool) of the ``fraction`` of each map's pixels ranked
+    highest: round(fraction x H x W) pixels, at least one. Ties go to the earlier pixel in
+    row-major order (a stable sort), so a constant map selects its first rows, not a random set.
+    The area-matched phi (:func:`upx_core.method.baselines.area_matched_phi`) blurs this region.
+    """
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) \
+            or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
+    maps = torch.as_tensor(maps)
+    if maps.dim() < 2 or maps.shape[-1] * maps.shape[-2] == 0:
+        raise ValueError(f"maps must be [..., H, W], got shape {tuple(maps.shape)}")
+    flat = maps.flatten(-2)
+    if torch.isnan(flat).any():
+        raise ValueError("maps contain NaN: a NaN pixel has no rank")
+    k = max(1, round(fraction * flat.shape[-1]))
+    order = torch.sort(flat, dim=-1, descending=True, stable=True).indices[..., :k]
+    region = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, order, True)
+    return region.view(maps.shape)
