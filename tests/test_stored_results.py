@@ -202,25 +202,27 @@ def test_intro_verdicts_on_table_2_and_fntc(lite0_runs):
 
 
 def test_intro_row_on_the_open_readings():
-    """The scorecard's row for chapter 10: "none of 38 on four images; the closest fit to
-    Table 1 is regularizers that do nothing" (chapter 10 checks the rest of its numbers)."""
+    """The scorecard's row for chapter 10: "none of 38 on eight images x two trials; the closest
+    fit to Table 1 is regularizers that do nothing" (chapter 10 checks the rest of its numbers)."""
     import json
 
     from upx_core.book.readings import against_paper, paper_box
     from upx_core.evaluation.tables import readings_table
 
     folder = Path(__file__).resolve().parents[1] / "notebooks" / "results" / "factorial"
-    images = json.loads((folder / "factorial.json").read_text())["images"]
+    meta = json.loads((folder / "factorial.json").read_text())
+    images = meta["images"]
     rows = pd.concat([pd.read_csv(p) for p in sorted(folder.glob("*.csv"))])
     rows = rows[rows["image_index"].isin(images)]
     table = against_paper(readings_table(rows))
     box = paper_box()
     inside = (table["phi"].between(box["phi_lo"], box["phi_hi"])
               & table["ratio_pct"].between(box["ratio_lo"], box["ratio_hi"]))
-    assert (len(images), len(table), int(inside.sum())) == (4, 38, 0)
+    assert (len(images), meta["seeds"], len(table), int(inside.sum())) == (8, [0, 1], 38, 0)
+    assert set(rows.groupby("seed")["image_index"].nunique()) == {8}
     intro = (Path(__file__).resolve().parents[1] / "book" / "intro.md").read_text()
-    assert ("| none of 38 on four images; the closest fit to Table 1 is regularizers that do "
-            "nothing |") in intro
+    assert ("| none of 38 on eight images x two trials; the closest fit to Table 1 is "
+            "regularizers that do nothing |") in intro
 
 
 def test_notes_fntc_under_each_objective(lite0_runs, lite0_48_log_prob):
