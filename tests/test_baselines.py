@@ -6,32 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from toy import HALF, SIZE, Hindered
 
 from upx_core.method.baselines import area_matched_phi, occlusion_map, rise_map, rise_maps
 from upx_core.method.blackbox import torch_predictor
 from upx_core.method.equations import blur
 from upx_core.method.metrics import relative_improvement, top_fraction_mask
 
-SIZE, HALF, M = 32, 16, 28
-
-
-class Hindered(nn.Module):
-    """tests/test_blackbox.py's toy net, its hindering quadrant chosen: class 0 loses 8x the
-    mean squared Laplacian of that quadrant of the image; classes 1, 2 are constants."""
-
-    def __init__(self, rows: slice = slice(0, HALF), cols: slice = slice(0, HALF)) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 1, 3, padding=1, bias=False)
-        lap = torch.tensor([[0.0, -1, 0], [-1, 4, -1], [0, -1, 0]])
-        self.conv1.weight.data[:] = lap / 3
-        self.conv2 = nn.Conv2d(1, 3, SIZE)
-        self.conv2.weight.data.zero_()
-        self.conv2.weight.data[0, 0, rows, cols] = -8.0 / HALF**2
-        self.conv2.bias.data[:] = torch.tensor([3.9, 0.5, 0.0])
-
-    def forward(self, x):
-        return self.conv2(self.conv1(x).pow(2)).flatten(1)
+M = 28
 
 
 @pytest.fixture(scope="module")

@@ -11,34 +11,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from toy import HALF, SIZE, Hindered
 
 from upx_core import MaskSetting, OptimConfig, optimize_masks
 from upx_core.method.blackbox import optimize_masks_blackbox, smooth_basis, torch_predictor
 from upx_core.method.equations import blur, upsample_mask
 from upx_core.method.optimizer import initial_mask
 from upx_core.method.result import TERMS
-
-SIZE, HALF = 32, 16
-
-
-class Hindered(nn.Module):
-    """conv1: a Laplacian of the three channels, squared (local high-frequency energy); conv2:
-    a whole-image readout where class 0 loses 8x the mean energy of the top-left quadrant and
-    classes 1, 2 are constants. On uniform noise p_0 is 0.24 clean, 0.93 with that quadrant
-    blurred."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 1, 3, padding=1, bias=False)
-        lap = torch.tensor([[0.0, -1, 0], [-1, 4, -1], [0, -1, 0]])
-        self.conv1.weight.data[:] = lap / 3
-        self.conv2 = nn.Conv2d(1, 3, SIZE)
-        self.conv2.weight.data.zero_()
-        self.conv2.weight.data[0, 0, :HALF, :HALF] = -8.0 / HALF**2
-        self.conv2.bias.data[:] = torch.tensor([3.9, 0.5, 0.0])
-
-    def forward(self, x):
-        return self.conv2(self.conv1(x).pow(2)).flatten(1)
 
 
 @pytest.fixture(scope="module")
