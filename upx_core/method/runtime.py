@@ -234,7 +234,8 @@ def check_amp(config: OptimConfig, device: torch.device) -> None:
     """A clear error, before any work, for ``amp="bf16"`` on a CPU without native bfloat16."""
     if config.amp == "bf16" and not bf16_supported(device):
         raise ValueError("amp='bf16' needs CUDA or a CPU with native bfloat16 (AVX-512 BF16 "
-                         "or AMX); this CPU has neither: leave amp unset (float32)")
+                         "or AMX); this CPU has neither: use float32 (amp=None; upx: --amp fp32 "
+                         "or auto)")
 
 
 def forward(model: nn.Module, x: torch.Tensor, config: OptimConfig) -> torch.Tensor:
