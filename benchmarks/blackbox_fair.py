@@ -48,21 +48,13 @@ from upx_core.evaluation.provenance import provenance
 from upx_core.method.baselines import area_matched_phi, occlusion_map, rise_maps
 from upx_core.method.blackbox import optimize_masks_blackbox, samples_for_budget
 from upx_core.method.equations import upsample_mask
-from upx_core.method.metrics import relative_improvement, undesirable_pixel_ratio
+from upx_core.method.metrics import pearson, relative_improvement, undesirable_pixel_ratio
 from upx_core.method.models import class_index
 from upx_core.method.onnxbox import export_onnx, onnx_predictor
 from upx_core.method.oracle import oracle_masks
 from upx_core.method.runtime import keep_freed_memory
 
 FRACTIONS = (0.01, 0.02, 0.05)
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson r of two maps, flattened."""
-    a, b = a.flatten().double(), b.flatten().double()
-    a, b = a - a.mean(), b - b.mean()
-    denom = a.norm() * b.norm()
-    return float(a @ b / denom) if denom > 0 else float("nan")
 
 
 def main() -> None:

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from upx_core.method.metrics import consistency, relative_improvement, undesirable_pixel_ratio
+from upx_core.method.metrics import (
+    consistency,
+    consistency_pairs,
+    pearson,
+    relative_improvement,
+    undesirable_pixel_ratio,
+)
 
 
 def test_relative_improvement_hand_values():
@@ -80,6 +86,21 @@ def _hand_masks() -> tuple[torch.Tensor, torch.Tensor]:
     b = torch.ones(4, 4)
     b[1:3, 0:3] = 0.1
     return a, b
+
+
+def test_pearson_hand_values_and_constant_maps():
+    """r of the two hand masks by hand: a blurs 4 cells (1 - M' = 1), b 6 (0.9), 2 of them
+    shared; r is the same for the masks and for their 1 - M' maps, and what consistency_pairs
+    reports; a constant map has no correlation (NaN)."""
+    a, b = _hand_masks()
+    x, y = (1 - a).flatten().double(), (1 - b).flatten().double()
+    want = float(((x - x.mean()) * (y - y.mean())).sum()
+                 / math.sqrt(((x - x.mean()) ** 2).sum() * ((y - y.mean()) ** 2).sum()))
+    assert pearson(1 - a, 1 - b) == pytest.approx(want, abs=1e-12)
+    assert pearson(a, b) == pytest.approx(want, abs=1e-12)
+    assert consistency_pairs(torch.stack([a, b]))[0]["pearson"] == pearson(1 - a, 1 - b)
+    assert pearson(a, -a) == pytest.approx(-1.0, abs=1e-12)
+    assert math.isnan(pearson(torch.ones(4, 4), b))
 
 
 def test_consistency_of_identical_masks_is_perfect():

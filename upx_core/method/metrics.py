@@ -7,8 +7,8 @@ import itertools
 
 import torch
 
-__all__ = ["relative_improvement", "undesirable_pixel_ratio", "found_mask", "consistency_pairs",
-           "consistency", "top_fraction_mask"]
+__all__ = ["relative_improvement", "undesirable_pixel_ratio", "found_mask", "pearson",
+           "consistency_pairs", "consistency", "top_fraction_mask"]
 
 # A mask "finds" undesirable pixels when it raises the target by at least this phi (Eq. 8, %).
 FOUND_PHI = 10.0
@@ -54,6 +54,15 @@ def found_mask(ratio, relative_improvement, min_phi: float = FOUND_PHI):
     return (ratio > 0) & (relative_improvement >= min_phi)
 
 
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson r of two maps of the same size, flattened, in float64; NaN when either is
+    constant (no correlation is defined)."""
+    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    denom = a.norm() * b.norm()
+    return float((a @ b) / denom) if denom > 0 else float("nan")
+
+
 def consistency_pairs(masks_up: torch.Tensor, threshold: float = 0.6) -> list[dict]:
     """Every pair of T trials' masks compared, as the figures are read and as numbers.
 
@@ -69,12 +78,9 @@ def consistency_pairs(masks_up: torch.Tensor, threshold: float = 0.6) -> list[di
     regions = flat > threshold
     pairs = []
     for i, j in itertools.combinations(range(flat.shape[0]), 2):
-        a, b = flat[i] - flat[i].mean(), flat[j] - flat[j].mean()
-        denom = a.norm() * b.norm()
         union = (regions[i] | regions[j]).sum()
         inter = (regions[i] & regions[j]).sum()
-        pairs.append({"i": i, "j": j,
-                      "pearson": float((a @ b) / denom) if denom > 0 else float("nan"),
+        pairs.append({"i": i, "j": j, "pearson": pearson(flat[i], flat[j]),
                       "iou": float(inter / union) if union > 0 else float("nan"),
                       "both_empty": bool(union == 0)})
     return pairs
