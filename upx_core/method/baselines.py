@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .blackbox import logit_scores, query_outputs
 from .config import OptimConfig
 from .equations import blur_for, perturb, upsample_mask
 from .metrics import relative_improvement, top_fraction_mask
@@ -46,18 +47,9 @@ def target_scores(predict: Predict, images: torch.Tensor, targets: torch.Tensor,
     if gain not in GAINS:
         raise ValueError(f"gain must be one of {GAINS}, got {gain!r}")
     outputs = getattr(predict, "outputs", "probs")
-    parts = []
-    for chunk in images.split(batch_size or len(images)):
-        out = predict(chunk)
-        out = out if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out))
-        parts.append(out.detach().to("cpu", torch.float64))
-    out = torch.cat(parts)
-    if out.dim() != 2 or out.shape[0] != len(images):
-        raise ValueError(f"predict must return [N, C] scores, got shape {tuple(out.shape)}")
-    if outputs == "logits":
-        logp = torch.log_softmax(out, dim=1)
-    else:  # renormalized, zeros floored, as the query-only optimizer reads probabilities
-        logp = (out / out.sum(dim=1, keepdim=True)).clamp_min(torch.finfo(torch.float32).tiny).log()
+    # read and checked as the query-only optimizer reads predict; the gains in float64
+    out = query_outputs(predict, images, batch_size).double()
+    logp = torch.log_softmax(out, dim=1) if outputs == "logits" else logit_scores(out, outputs)
     picked = logp.gather(1, targets.view(-1, 1).long())[:, 0]
     return picked if gain == "log_prob" else picked.exp()
 

@@ -31,8 +31,8 @@ from .query import FiniteDifferences, smooth_basis
 from .result import UPXResult
 from .runtime import frozen
 
-__all__ = ["OUTPUTS", "optimize_masks_blackbox", "samples_for_budget", "smooth_basis",
-           "torch_predictor"]
+__all__ = ["OUTPUTS", "logit_scores", "optimize_masks_blackbox", "query_outputs",
+           "samples_for_budget", "smooth_basis", "torch_predictor"]
 
 # What predict returns: class probabilities (a softmax already applied) or pre-softmax logits.
 OUTPUTS = ("probs", "logits")
@@ -195,7 +195,7 @@ def optimize_masks_blackbox(
     image_targets = target_list(targets, b, categories)
 
     blurred = blur_for(images, config)
-    clean = _scores(_query(predict, images, batch_size), outputs)
+    clean = logit_scores(query_outputs(predict, images, batch_size), outputs)
     job_target = job_targets(targets, image_targets, settings, clean, categories,
                              "categories=[...]")
     n, reps = b * k, 2 * samples
@@ -206,7 +206,7 @@ def optimize_masks_blackbox(
                leave=False)
 
     def ask(q: torch.Tensor) -> torch.Tensor:
-        return _scores(_query(predict, q, batch_size), outputs)
+        return logit_scores(query_outputs(predict, q, batch_size), outputs)
 
     result = optimize(
         images, blurred, clean, settings, job_target, config,
@@ -230,7 +230,8 @@ def _positive_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
-def _query(predict: Predict, images: torch.Tensor, batch_size: int | None) -> torch.Tensor:
+def query_outputs(predict: Predict, images: torch.Tensor,
+                  batch_size: int | None) -> torch.Tensor:
     """predict's outputs for ``images`` as one float32 CPU tensor ``[N, C]``, checked."""
     parts = []
     for chunk in images.split(batch_size or images.shape[0]):
@@ -246,7 +247,7 @@ def _query(predict: Predict, images: torch.Tensor, batch_size: int | None) -> to
     return out
 
 
-def _scores(out: torch.Tensor, outputs: str) -> torch.Tensor:
+def logit_scores(out: torch.Tensor, outputs: str) -> torch.Tensor:
     """What ``loss_terms`` reads as the logits f': the logits, or the log-probabilities
     (probabilities renormalized defensively, zeros floored at the smallest float32)."""
     if outputs == "logits":
