@@ -32,6 +32,7 @@ Usage: python benchmarks/blackbox_fair.py --out notebooks/results/blackbox
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from upx_core import MaskSetting, OptimConfig, load_model
 from upx_core.book.chapter import load_sample
 from upx_core.evaluation.blackbox_run import load_quality_run
 from upx_core.evaluation.provenance import provenance
+from upx_core.files import atomic_write_bytes
 from upx_core.method.baselines import area_matched_phi, occlusion_map, rise_maps
 from upx_core.method.blackbox import optimize_masks_blackbox, samples_for_budget
 from upx_core.method.equations import upsample_mask
@@ -106,8 +108,11 @@ def main() -> None:
                   "cases": cases, "fractions": list(FRACTIONS), "gain": gain,
                   "white_area": white_area,
                   "backend": "onnxruntime", "seconds": seconds, "rows": rows}
-        np.savez_compressed(out / "fair_maps.npz", **made)
-        (out / "fair.json").write_text(json.dumps(record, indent=1) + "\n")
+        # each file whole or not at all: a run stopped mid-write keeps the last complete save
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **made)
+        atomic_write_bytes(out / "fair_maps.npz", buf.getvalue())
+        atomic_write_bytes(out / "fair.json", (json.dumps(record, indent=1) + "\n").encode())
 
     def score(name: str, undesirable: torch.Tensor, **extra) -> None:
         """Area-matched phi and r with white-box seed 0 of one map per case ``[B, m, m]``; a list
