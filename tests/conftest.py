@@ -59,3 +59,27 @@ def crops(tusker, african_elephant) -> torch.Tensor:
     """``[2, 3, 80, 80]``: center crops of the tusker and the African elephant images."""
     return torch.stack([center_crop(tusker, [CROP, CROP]),
                         center_crop(african_elephant, [CROP, CROP])]).contiguous()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium under playwright, one for the whole session: the book's browser tests
+    and the JupyterLab test share it (a second ``sync_playwright`` inside the first one's
+    running loop is refused, so each opening its own failed whenever both ran in one session,
+    as `make test` after `make book` does)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} missing (`make test` installs Debian's chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+

@@ -31,17 +31,7 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
-CHROMIUM = Path("/usr/bin/chromium")
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 # Known, harmless upstream noise: with jupyter-book 1.0.4 + sphinx-thebe 0.3.1 every page
 # carries the thebe config script twice, so the second `const THEBE_JS_URL` throws. Thebe
 # (live code) is off in _config.yml, so nothing uses it.
@@ -107,16 +97,9 @@ def base_url(book_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def browser(book_dir: Path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} missing (`make test` installs Debian's chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser(book_dir: Path, chromium):
+    """The session's chromium (conftest.py), once there is a built book to show it."""
+    return chromium
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = ROOT / "notebooks" / "08_explore.ipynb"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
 TINY = {"check_modes": ["ftc"], "live_iterations": 2, "threads": 1,
         "explorer_images": ["n07836838_chocolate_sauce"],
         "results_dir": str(ROOT / "notebooks" / "results" / "explore")}
@@ -108,10 +104,7 @@ def lab(tmp_path):
 
 
 @pytest.fixture
-def page():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} missing (`make test` installs Debian's chromium)")
+def page(chromium):
     from upx_core import sample_path
 
     try:
@@ -119,12 +112,11 @@ def page():
             sample_path(name)
     except RuntimeError as err:  # offline without UPX_DATA_DIR
         pytest.skip(str(err))
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1280, "height": 1000})
-        finally:
-            browser.close()
+    tab = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        yield tab
+    finally:
+        tab.close()
 
 
 # Resolves when the notebook's own press of Optimize has shown its result, or any cell shows
