@@ -19,7 +19,10 @@ Runtime) and objective:
   stored run's oracle drew 40 against the 16,000-query estimator's 39, so their directions
   parted after the first iteration);
 - more query-only masks (``--seeds``, ``--seed-budgets``), the estimator's trial seed
-  (``MaskSetting.seed``, which also seeds its directions), so each budget has several seeds.
+  (``MaskSetting.seed``, which also seeds its directions), so each budget has several seeds;
+  ``--estimator tracking`` makes them with the running estimate of
+  :mod:`upx_core.method.tracking` (maps named ``tracking_<budget>_seed<s>``) instead of the
+  stored run's antithetic differences (``onnxruntime_<budget>_seed<s>``).
 
 Everything goes to ``--out``/fair.json (rows, provenance, seconds per part) and the maps it made
 to ``--out``/fair_maps.npz (28 x 28, one per case).
@@ -27,6 +30,8 @@ to ``--out``/fair_maps.npz (28 x 28, one per case).
 Usage: python benchmarks/blackbox_fair.py --out notebooks/results/blackbox
        python benchmarks/blackbox_fair.py --only-seeds --seed-budgets 16000 \
            --out notebooks/results/blackbox
+       python benchmarks/blackbox_fair.py --only-seeds --estimator tracking --seeds 0 1 2 \
+           --seed-budgets 1000 4000 --out notebooks/results/blackbox
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from upx_core.evaluation.blackbox_run import load_quality_run
 from upx_core.evaluation.provenance import provenance
 from upx_core.files import atomic_write_bytes
 from upx_core.method.baselines import area_matched_phi, occlusion_map, rise_maps
-from upx_core.method.blackbox import optimize_masks_blackbox, samples_for_budget
+from upx_core.method.blackbox import ESTIMATORS, optimize_masks_blackbox, samples_for_budget
 from upx_core.method.equations import upsample_mask
 from upx_core.method.metrics import pearson, relative_improvement, undesirable_pixel_ratio
 from upx_core.method.models import class_index
@@ -68,6 +73,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2],
                     help="more query-only trial seeds (seed 0 is the stored run's)")
     ap.add_argument("--seed-budgets", type=int, nargs="*", default=[1000, 4000])
+    ap.add_argument("--estimator", choices=ESTIMATORS, default="antithetic",
+                    help="the query-only estimator of the --seeds masks (default: the stored "
+                         "run's, %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime's intra-op threads")
     ap.add_argument("--only-seeds", action="store_true",
                     help="run only the extra query-only seeds and add their rows and maps to "
@@ -144,7 +152,7 @@ def main() -> None:
             save()
 
         for budget in [] if args.only_seeds else stored.budgets:
-            samples = samples_for_budget(budget, config.iterations)
+            samples = samples_for_budget(budget, config.iterations, "antithetic")
             t0 = time.perf_counter()
             final, _ = oracle_masks(model, images, targets, MaskSetting(mode="ftc", seed=0),
                                     config, samples)
@@ -178,15 +186,17 @@ def main() -> None:
                 res = optimize_masks_blackbox(
                     predict, images, targets=targets.tolist(),
                     settings=MaskSetting(mode="ftc", seed=seed), config=config, queries=budget,
-                    samples=samples_for_budget(budget, config.iterations), outputs="logits",
-                    progress=False)
-                seconds[f"onnxruntime_{budget}_seed{seed}"] = time.perf_counter() - t0
-                name = f"onnxruntime_{budget}_seed{seed}"
+                    samples=samples_for_budget(budget, config.iterations, args.estimator),
+                    outputs="logits", progress=False, estimator=args.estimator)
+                prefix = "onnxruntime" if args.estimator == "antithetic" else args.estimator
+                name = f"{prefix}_{budget}_seed{seed}"
+                seconds[name] = time.perf_counter() - t0
                 made[name] = res.masks[:, 0, 0].numpy()
                 phi = relative_improvement(res.target_prob_before, res.target_prob_after)[:, 0]
                 ratio = undesirable_pixel_ratio(res.masks_upsampled[:, 0, 0])
                 start = len(rows)
-                score(name, 1 - res.masks[:, 0, 0], kind="query-only", queries=budget, seed=seed,
+                score(name, 1 - res.masks[:, 0, 0], kind=f"query-only, {args.estimator}",
+                      queries=budget, seed=seed,
                       mean_blur=(1 - res.masks_upsampled[:, 0, 0]).mean(dim=(1, 2)).tolist())
                 for b in range(len(cases)):
                     rows[start + b].update(phi=float(phi[b]), ratio=float(ratio[b]),

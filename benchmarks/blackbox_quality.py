@@ -130,11 +130,13 @@ def main() -> None:
         if args.torch_budget:
             runs.append(("torch", torch_predictor(model, "logits"), args.torch_budget))
         for backend, predict, budget in runs:
-            samples = samples_for_budget(budget, config.iterations)
+            # the stored run's estimator, named now that tracking is the default
+            samples = samples_for_budget(budget, config.iterations, "antithetic")
             t0 = time.perf_counter()
             res = optimize_masks_blackbox(predict, images, targets=targets, settings=setting,
                                           config=config, queries=budget, samples=samples,
-                                          basis=args.basis, outputs="logits", progress=False)
+                                          basis=args.basis, outputs="logits", progress=False,
+                                          estimator="antithetic")
             per_mask_s = (time.perf_counter() - t0) / len(CASES)
             phi = relative_improvement(res.target_prob_before, res.target_prob_after)[:, 0]
             ratio = undesirable_pixel_ratio(res.masks_upsampled[:, 0, 0])

@@ -95,11 +95,12 @@ def compute() -> dict:
         config=config.replace(perturb_noise=0.05, check_every=4, objective="log_prob")))
     keep("query", optimize_masks_blackbox(
         torch_predictor(model), images, settings=[MaskSetting("ftc", 0), MaskSetting("fntc", 1)],
-        config=config, queries=82, samples=4, sigma=0.1, outputs="probs", progress=False))
+        config=config, queries=82, samples=4, sigma=0.1, outputs="probs", progress=False,
+        estimator="antithetic"))
     keep("query_basis", optimize_masks_blackbox(
         torch_predictor(model, "logits"), images, targets=[386, 101],
         settings=MaskSetting("ftc", 2), config=config, queries=200, samples=3, sigma=0.05,
-        basis=7, outputs="logits", batch_size=8, progress=False))
+        basis=7, outputs="logits", batch_size=8, progress=False, estimator="antithetic"))
     for case, samples, basis, cfg in (("oracle", 4, None, config),
                                       ("oracle_basis", 3, 7, config.replace(objective="log_prob"))):
         final, probs = oracle_masks(model, images, [386, 101], MaskSetting("ftc", 0), cfg,

@@ -31,7 +31,10 @@ def image():
 
 
 def run(predict, image, **kw):
+    """The antithetic estimator, whose accounting these tests spell out (tracking, the
+    default, has its own in test_tracking.py)."""
     kw.setdefault("progress", False)
+    kw.setdefault("estimator", "antithetic")
     return optimize_masks_blackbox(predict, image, **kw)
 
 
@@ -205,9 +208,14 @@ def test_target_names_need_categories(net, image):
 def test_samples_for_budget_spends_the_budget_whole():
     from upx_core.method.blackbox import samples_for_budget
 
-    # 2 + 200 x 2 x P <= queries: the CLI's 16000 buys 39 pairs (15602 queries), 4000 buys 9
-    assert [samples_for_budget(q, 200) for q in (16000, 4000, 1000, 42, 3)] == [39, 9, 2, 1, 1]
-    assert samples_for_budget(42, 4) == 5  # 2 + 4 x 2 x 5 = 42
+    # antithetic: 2 + 200 x 2 x P <= queries: 16000 buys 39 pairs (15602 queries), 4000 buys 9
+    pairs = [samples_for_budget(q, 200, "antithetic") for q in (16000, 4000, 1000, 42, 3)]
+    assert pairs == [39, 9, 2, 1, 1]
+    assert samples_for_budget(42, 4, "antithetic") == 5  # 2 + 4 x 2 x 5 = 42
+    # tracking: 2 + 200 x (P + 1) <= queries: 4000 buys 18 directions and a centre (3802)
+    ahead = [samples_for_budget(q, 200) for q in (16000, 4000, 1000, 42, 3)]
+    assert ahead == [78, 18, 3, 1, 1]
+    assert samples_for_budget(42, 4) == 9  # 2 + 4 x (9 + 1) = 42
 
 
 def test_smooth_basis_is_orthonormal_and_spans_the_upsampled_fields():

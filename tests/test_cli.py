@@ -600,7 +600,7 @@ def test_black_box_explain_through_torch_and_onnx_runtime(tmp_path: Path) -> Non
     proc = run_cli("explain", "sample:tusker", "--black-box", "--queries", "42",
                    "--target", "African elephant", "--out", str(tmp_path / "torch"), *FAST)
     assert proc.returncode == 0, proc.stderr
-    # the budget spent whole: 4 iterations x 2 x 5 directions + the clean and the final query
+    # the budget spent whole: 4 iterations x (a centre + 9 directions) + the clean and the final
     assert "queries      42 per mask" in proc.stdout
     # export the model, then explain the ONNX file: no flag needed for upx's own export
     onnx_file = tmp_path / "lite0.onnx"

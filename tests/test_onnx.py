@@ -65,7 +65,11 @@ def test_onnx_runs_a_call_in_chunks_of_its_batch_size(toy, toy_onnx):
 def test_onnx_and_torch_black_boxes_give_the_same_masks(toy, toy_onnx, images):
     config = OptimConfig(iterations=20)
     kw = dict(targets=0, settings=MaskSetting(mode="ftc", seed=3), config=config,
-              queries=400, samples=4, outputs="logits", progress=False)
+              queries=400, samples=4, outputs="logits", progress=False,
+              # the antithetic estimator: tracking's first steps divide its estimate by P / d
+              # (4 / 784), which lifts the backends' 1e-6 rounding differences to 0.008 in 26
+              # of 784 cells after 20 iterations (measured)
+              estimator="antithetic")
     onnx_res = optimize_masks_blackbox(onnx_predictor(toy_onnx), images[:1], **kw)
     torch_res = optimize_masks_blackbox(torch_predictor(toy, outputs="logits"), images[:1], **kw)
     assert int(onnx_res.queries[0, 0]) == int(torch_res.queries[0, 0]) == 2 + 20 * 8

@@ -12,6 +12,7 @@ The module map (the README's "Layout" and the book's contributor notes show the 
         loop.py         the one Adam loop of every optimizer; an estimator gives its gradient
         gradient.py     the white-box estimator: autograd through the model
         query.py        the query-only estimator: finite differences along random directions
+        tracking.py     the default query-only estimator: a running gradient, corrected
         oracle.py       exact derivatives along those directions (the query-only's reference)
         baselines.py    occlusion and RISE maps from queries; phi at an equal blurred area
         optimizer.py    the white-box optimizer over B images x K settings (optimize_masks)

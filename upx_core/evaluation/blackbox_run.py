@@ -136,6 +136,8 @@ def _method(name: str) -> tuple[str, int | None, int | None]:
         return "white-box", None, seed
     if parts[0] == "onnxruntime":
         return "query-only", int(parts[1]), seed
+    if parts[0] == "tracking":
+        return "query-only, tracking", int(parts[1]), seed
     if name.startswith("oracle_same_"):
         return "oracle, same directions", int(parts[2]), 0
     if parts[0] == "rise":
@@ -210,7 +212,8 @@ class FairRun:
         raw.columns = ["phi", "mean blur"]
         out = pd.concat([trials, r, raw, phi], axis=1).reset_index()
         out["r / ceiling"] = out["r median"] / out["target"].map(self.ceiling)
-        order = {m: i for i, m in enumerate(["white-box", "query-only", "oracle, same directions",
+        order = {m: i for i, m in enumerate(["white-box", "query-only", "query-only, tracking",
+                                             "oracle, same directions",
                                              "occlusion", "RISE"])}
         out = out.sort_values(["target", "method", "budget"],
                               key=lambda c: c.map(order) if c.name == "method" else c)

@@ -30,12 +30,18 @@ from .models import MODEL_OUTPUTS, ProbsAsLogits, looks_like_probabilities
 from .query import FiniteDifferences, smooth_basis
 from .result import UPXResult
 from .runtime import frozen
+from .tracking import DEFAULT_DECAY, TrackedDifferences
 
-__all__ = ["OUTPUTS", "logit_scores", "optimize_masks_blackbox", "query_outputs",
-           "samples_for_budget", "smooth_basis", "torch_predictor"]
+__all__ = ["ESTIMATORS", "OUTPUTS", "cost_per_iteration", "logit_scores",
+           "optimize_masks_blackbox", "query_outputs", "samples_for_budget", "smooth_basis",
+           "torch_predictor"]
 
 # What predict returns: class probabilities (a softmax already applied) or pre-softmax logits.
 OUTPUTS = ("probs", "logits")
+# How the gradient is read from queries: a running estimate corrected by forward differences
+# (:mod:`.tracking`, P + 1 queries per iteration) or antithetic differences averaged afresh at
+# every step (:mod:`.query`, 2P).
+ESTIMATORS = ("tracking", "antithetic")
 
 Predict = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
 
@@ -126,23 +132,31 @@ def optimize_masks_blackbox(
     progress: bool = True,
     categories: Sequence[str] | None = None,
     keep_images: bool = True,
+    estimator: str = "tracking",
+    decay: float = DEFAULT_DECAY,
 ) -> UPXResult:
     """Optimize one mask per (image, setting) pair from ``predict``'s outputs alone.
 
     predict: ``[N, 3, H, W]`` float32 CPU tensor in [0, 1] -> ``[N, C]`` scores (a torch tensor
         or anything NumPy converts; ``np.asarray`` reads the images as an array). Called once
-        on the clean images, once per iteration on every mask's 2 x ``samples`` perturbed
-        images (in chunks of ``batch_size`` if given), once on the final perturbed images.
+        on the clean images, once per iteration on every mask's queried masks (in chunks of
+        ``batch_size`` if given), once on the final perturbed images.
     images, targets, settings, config: as :func:`upx_core.method.optimizer.optimize_masks` (images
         may be a NumPy array). Names as targets need ``categories`` (or ``predict.categories``)
         with one name per output. config's blur, mask size, lr, objective, reduction, ftc_form
         and tv_root apply; amp, channels_last and fold_batchnorm concern a model we do not see.
     queries: the budget, forward evaluations per mask counting the clean and the final one;
-        the run takes min(config.iterations, (queries - 2) // (2 samples)) iterations.
-    samples, sigma: antithetic pairs per iteration and their standard deviation in mask units.
-        The perturbed masks M +/- sigma u are clipped to [0, 1], so every queried image is a
-        mixture of X and h(X), as the optimizer's are.
-    basis: draw the directions from the ``basis`` x ``basis`` smooth fields of
+        the run takes min(config.iterations, (queries - 2) // cost) iterations, cost = the
+        queries per iteration (``samples + 1`` tracking, ``2 samples`` antithetic).
+    samples, sigma: search directions per iteration and their standard deviation in mask
+        units. The perturbed masks M + sigma u (and M - sigma u) are clipped to [0, 1], so every
+        queried image is a mixture of X and h(X), as the optimizer's are.
+    estimator: ``"tracking"`` (default): a running estimate of the gradient corrected by one
+        centre query and ``samples`` forward differences per iteration, forgetting by ``decay``
+        per iteration (:class:`~upx_core.method.tracking.TrackedDifferences`); ``"antithetic"``:
+        ``samples`` antithetic pairs averaged afresh at each iteration
+        (:class:`~upx_core.method.query.FiniteDifferences`). Chapter 9 compares them.
+    basis: (antithetic only) draw the directions from the ``basis`` x ``basis`` smooth fields of
         :func:`smooth_basis` instead of all m x m cells (``None``, the default: all cells).
     outputs: ``"probs"`` or ``"logits"``, what predict returns.
 
@@ -156,8 +170,9 @@ def optimize_masks_blackbox(
 
     Returns an :class:`UPXResult` as optimize_masks does, with ``queries`` ``[B, K]`` (used per
     mask) and ``config.iterations`` the iterations run. The history's tv, l1 are exact at each
-    iteration's M; f_term, r_factors and prob are the means over its 2 x samples queried
-    neighbours (spending no query on M itself), and total is their sum with the exact R_M.
+    iteration's M; f_term, r_factors and prob are those of the centre query (tracking) or the
+    means over the 2 x samples queried neighbours (antithetic, which spends no query on M), and
+    total is their sum with the exact R_M.
     Seeded: mask j's directions come from a CPU generator seeded with its trial seed plus
     :data:`~upx_core.method.query.NES_SEED_OFFSET`, so the same call gives the same masks bit
     for bit on the CPU.
@@ -174,11 +189,18 @@ def optimize_masks_blackbox(
                          f"outputs={declared!r}")
     if not _positive_int(samples):
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if not isinstance(decay, numbers.Real) or not 0 < decay <= 1:
+        raise ValueError(f"decay must be a number in (0, 1], got {decay!r}")
+    if basis is not None and estimator != "antithetic":
+        raise ValueError("basis applies to estimator='antithetic' only")
     if not isinstance(sigma, numbers.Real) or not math.isfinite(sigma) or sigma <= 0:
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
-    if not _positive_int(queries) or queries < 2 + 2 * samples:
-        raise ValueError(f"queries={queries!r} is too small: one iteration with samples={samples} "
-                         f"takes 2 + 2 * samples = {2 + 2 * samples} queries per mask")
+    reps = cost_per_iteration(samples, estimator)
+    if not _positive_int(queries) or queries < 2 + reps:
+        raise ValueError(f"queries={queries!r} is too small: one {estimator} iteration with "
+                         f"samples={samples} takes {2 + reps} queries per mask")
     if basis is not None and (not _positive_int(basis) or basis > config.mask_size):
         raise ValueError(f"basis must be an integer from 1 to the mask size {config.mask_size}, "
                          f"got {basis!r}")
@@ -187,7 +209,7 @@ def optimize_masks_blackbox(
     if config.perturb_noise > 0:
         raise ValueError("perturb_noise is not supported by the query-only optimizer: noise on "
                          "the queried images would add to the finite differences; set it to 0")
-    iterations = min(config.iterations, (queries - 2) // (2 * samples))
+    iterations = min(config.iterations, (queries - 2) // reps)
     images = check_images(images, config, arrays=True).detach().to("cpu", torch.float32)
     images = images.contiguous()  # one memory layout, as optimize_masks has
     b, k = images.shape[0], len(settings)
@@ -198,7 +220,7 @@ def optimize_masks_blackbox(
     clean = logit_scores(query_outputs(predict, images, batch_size), outputs)
     job_target = job_targets(targets, image_targets, settings, clean, categories,
                              "categories=[...]")
-    n, reps = b * k, 2 * samples
+    n = b * k
     # the bar counts the queries a user pays for: every mask's perturbed images and its final
     # one; the clean images were asked once before (one per image, shared by its masks)
     bar = tqdm(total=b + n * (iterations * reps + 1), initial=b, disable=not progress,
@@ -208,22 +230,34 @@ def optimize_masks_blackbox(
     def ask(q: torch.Tensor) -> torch.Tensor:
         return logit_scores(query_outputs(predict, q, batch_size), outputs)
 
+    def estimator_for(jobs):
+        if estimator == "tracking":
+            return TrackedDifferences(ask, jobs, config, samples, sigma, decay)
+        return FiniteDifferences(ask, jobs, config, samples, sigma, basis)
+
     result = optimize(
-        images, blurred, clean, settings, job_target, config,
-        lambda jobs: FiniteDifferences(ask, jobs, config, samples, sigma, basis),
+        images, blurred, clean, settings, job_target, config, estimator_for,
         iterations=iterations, check_every=1, bar=bar, keep_images=keep_images,
         categories=categories, device="cpu",
-        # the clean query (shared by an image's K masks), 2 x samples per iteration, the final
+        # the clean query (shared by an image's K masks), reps per iteration, the final
         queries=torch.full((b, k), 2 + iterations * reps, dtype=torch.long))
     bar.update(n)
     bar.close()
     return result
 
 
-def samples_for_budget(queries: int, iterations: int) -> int:
-    """The antithetic pairs per iteration that spend ``queries`` per mask over ``iterations``
-    (the clean and the final query included), at least one."""
-    return max(1, (queries - 2) // (2 * iterations))
+def cost_per_iteration(samples: int, estimator: str = "tracking") -> int:
+    """The queries one mask spends per iteration with ``samples`` directions: ``samples + 1``
+    (tracking: a shared centre) or ``2 samples`` (antithetic pairs)."""
+    return samples + 1 if estimator == "tracking" else 2 * samples
+
+
+def samples_for_budget(queries: int, iterations: int, estimator: str = "tracking") -> int:
+    """The search directions per iteration that spend ``queries`` per mask over ``iterations``
+    (the clean and the final query included), at least one: forward differences beside a
+    centre query (tracking) or antithetic pairs."""
+    per_iteration = (queries - 2) // iterations
+    return max(1, per_iteration - 1 if estimator == "tracking" else per_iteration // 2)
 
 
 def _positive_int(value) -> bool:
