@@ -145,6 +145,8 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         # the query-only flags would be ignored by a white-box run: refused, not dropped
         "queries without a black box": ([img, "--queries", "100"],
                                         "--queries applies only to a query-only run"),
+        "estimator without a black box": ([img, "--estimator", "antithetic"],
+                                          "--estimator applies only to a query-only run"),
         "onnx flags without a black box": (
             [img, "--outputs", "probs", "--input-size", "224"],
             "--input-size --outputs describe your own model file: add --onnx or --model-file"),
@@ -601,7 +603,7 @@ def test_black_box_explain_through_torch_and_onnx_runtime(tmp_path: Path) -> Non
                    "--target", "African elephant", "--out", str(tmp_path / "torch"), *FAST)
     assert proc.returncode == 0, proc.stderr
     # the budget spent whole: 4 iterations x (a centre + 9 directions) + the clean and the final
-    assert "queries      42 per mask" in proc.stdout
+    assert "queries      42 per mask" in proc.stdout and "estimator tracking)" in proc.stdout
     # export the model, then explain the ONNX file: no flag needed for upx's own export
     onnx_file = tmp_path / "lite0.onnx"
     proc = run_cli("export-onnx", str(onnx_file))
@@ -617,6 +619,7 @@ def test_black_box_explain_through_torch_and_onnx_runtime(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "onnx" / "result.json").read_text())
     assert summary["black_box"] == "onnxruntime" and summary["queries"] == 42
+    assert summary["estimator"] == "tracking"
     assert summary["model"] == str(onnx_file) and summary["target"] == 386
     # the same seed, the same queries: ONNX Runtime and torch agree up to float rounding
     torch_summary = json.loads((tmp_path / "torch" / "result.json").read_text())

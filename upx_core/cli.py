@@ -111,7 +111,7 @@ def _add_runtime(p: argparse.ArgumentParser, amp: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .cli_plan import DEFAULT_QUERIES
-    from .method.config import EVAL_MODES, EXPLAIN_OBJECTIVE, MODES
+    from .method.config import ESTIMATORS, EVAL_MODES, EXPLAIN_OBJECTIVE, MODES
 
     parser = argparse.ArgumentParser(
         prog="upx", description="Undesirable pixels: the pixels whose blur raises a class.")
@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     # refused.
     bb.add_argument("--queries", type=int, default=None,
                     help=f"model queries per mask (default: {DEFAULT_QUERIES})")
+    bb.add_argument("--estimator", choices=ESTIMATORS, default=None,
+                    help="how the gradient is read from queries: a running estimate corrected "
+                         "by forward differences (tracking, the default) or antithetic "
+                         "differences averaged afresh at each step")
     bb.add_argument("--model-file", default=None, metavar="MODEL.pt2",
                     help="explain your own PyTorch model (white-box): a torch.export program "
                          "(.pt2) or a TorchScript file, with --mean --std (--input-size, "

@@ -50,12 +50,13 @@ def black_box(plan: ExplainPlan) -> tuple[Any, Callable, dict]:
         predict = torch_predictor(model, "logits")
         predict.input_size, predict.resize_size = model.input_size, model.resize_size
     # spend the budget on the paper's iterations: as many search directions as it allows
-    samples = samples_for_budget(plan.queries, plan.config.iterations)
+    samples = samples_for_budget(plan.queries, plan.config.iterations, plan.estimator)
 
     def run(image, target):
         return optimize_masks_blackbox(predict, image, targets=target,
                                        settings=list(plan.settings), config=plan.config,
                                        queries=plan.queries, samples=samples,
                                        outputs=predict.outputs, batch_size=plan.batch_size,
-                                       progress=plan.progress)
-    return predict, run, {"black_box": "onnxruntime" if plan.onnx else "torch inference_mode"}
+                                       progress=plan.progress, estimator=plan.estimator)
+    return predict, run, {"black_box": "onnxruntime" if plan.onnx else "torch inference_mode",
+                          "estimator": plan.estimator}

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import UserInputError
 from .files import OutputDir, check_image_file, check_output_dir
-from .method.config import MODEL_NAMES, MaskSetting, OptimConfig
+from .method.config import ESTIMATORS, MODEL_NAMES, MaskSetting, OptimConfig
 
 __all__ = ["ExplainPlan", "plan_explain", "check_model_flags", "DEFAULT_QUERIES"]
 
@@ -42,6 +42,7 @@ class ExplainPlan:
     model_file: str | None  # as given: result.json records it so
     onnx: str | None
     queries: int | None  # the budget per mask of a query-only run; None: white-box
+    estimator: str | None  # how a query-only run reads the gradient; None: white-box
     mean: tuple[float, float, float] | None
     std: tuple[float, float, float] | None
     input_size: int | None
@@ -68,6 +69,9 @@ def check_model_flags(args: argparse.Namespace) -> None:
                              "ONNX and pass --onnx")
     if args.queries is not None and not (args.onnx or args.black_box):
         raise UserInputError("--queries applies only to a query-only run: add --onnx "
+                             "MODEL.onnx or --black-box, or leave it out")
+    if args.estimator is not None and not (args.onnx or args.black_box):
+        raise UserInputError("--estimator applies only to a query-only run: add --onnx "
                              "MODEL.onnx or --black-box, or leave it out")
     if args.queries is not None and args.queries < 1:
         raise UserInputError(f"--queries must be a positive integer, got {args.queries}")
@@ -126,6 +130,7 @@ def plan_explain(args: argparse.Namespace, config: OptimConfig,
         model_file=args.model_file, onnx=args.onnx,
         queries=(DEFAULT_QUERIES if args.queries is None else args.queries) if query_only
         else None,
+        estimator=(args.estimator or ESTIMATORS[0]) if query_only else None,
         mean=tuple(args.mean) if args.mean else None,
         std=tuple(args.std) if args.std else None,
         input_size=args.input_size, outputs=args.outputs, device=device,

@@ -140,7 +140,8 @@ def write_explanation(result: UPXResult, image, path: Path, out: OutputDir | Pat
                        config.objective, threshold):
         print(f"note         {line}")
     if "queries" in summary:
-        print(f"queries      {summary['queries']} per mask (query-only: no gradient was taken)")
+        print(f"queries      {summary['queries']} per mask (query-only: no gradient was taken; "
+              f"estimator {summary['estimator']})")
     print(f"wrote        {out}/ (README.txt says what each file holds: result.json, mask.npy, "
           f"heatmap.png, perturbed.png, explanation.png) in {wall:.1f} s")
 

@@ -253,25 +253,28 @@ def budget_curves(run: QualityRun, targets: Sequence[str], goal: float = 0.6) ->
 
 def fair_curves(run: FairRun, targets: Sequence[str]) -> Figure:
     """Pearson r with white-box seed 0 against the queries per map, one panel per target: the
-    query-only masks (median over seeds, bars from min to max), the oracle with the estimator's
-    own directions, the occlusion sweep and RISE (median, min to max), and the ceiling (the
-    white-box seeds 1 and 2, their range shaded, their mean dashed)."""
+    query-only masks of each estimator (antithetic, tracking; median over seeds, bars from min
+    to max), the oracle with the antithetic estimator's own directions, the occlusion sweep and
+    RISE (median, min to max), and the ceiling (the white-box seeds 1 and 2, their range shaded,
+    their mean dashed)."""
     fig, axes = _plt().subplots(1, len(targets), figsize=(3.4 * len(targets), 3.0), sharey=True,
                                 squeeze=False, layout="constrained")
     axes = axes[0]
     table = run.summary()
-    styles = {"query-only": ("o-", "C0"), "oracle, same directions": ("s--", "C1"),
-              "occlusion": ("D", "C2"), "RISE": ("^-", "C4")}
+    styles = {"query-only": ("o-", "C0", "query-only, antithetic"),
+              "query-only, tracking": ("o-", "C3", "query-only, tracking"),
+              "oracle, same directions": ("s--", "C1", "oracle, antithetic's directions"),
+              "occlusion": ("D", "C2", "occlusion"), "RISE": ("^-", "C4", "RISE")}
     for ax, target in zip(axes, targets, strict=True):
         rows = table[table["target"] == target]
         white = rows[rows["method"] == "white-box"].iloc[0]
         ax.axhspan(white["r min"], white["r max"], color="0.85")
         ax.axhline(run.ceiling[target], color="0.4", lw=1, ls="--")
-        for method, (style, colour) in styles.items():
+        for method, (style, colour, label) in styles.items():
             part = rows[rows["method"] == method].sort_values("budget")
             ax.errorbar(part["budget"], part["r median"], fmt=style, color=colour, capsize=3,
                         yerr=[part["r median"] - part["r min"], part["r max"] - part["r median"]],
-                        label=method)
+                        label=label)
         ax.set_xscale("log")
         ax.set_title(target, fontsize=10)
         ax.set_xlabel("queries per map")

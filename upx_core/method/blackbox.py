@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import AMP_AUTO, MaskSetting, OptimConfig
+from .config import AMP_AUTO, ESTIMATORS, MaskSetting, OptimConfig
 from .equations import blur_for
 from .fold import fold_batchnorm as _fold
 from .loop import as_settings, check_images, job_targets, optimize, target_list
@@ -38,10 +38,6 @@ __all__ = ["ESTIMATORS", "OUTPUTS", "cost_per_iteration", "logit_scores",
 
 # What predict returns: class probabilities (a softmax already applied) or pre-softmax logits.
 OUTPUTS = ("probs", "logits")
-# How the gradient is read from queries: a running estimate corrected by forward differences
-# (:mod:`.tracking`, P + 1 queries per iteration) or antithetic differences averaged afresh at
-# every step (:mod:`.query`, 2P).
-ESTIMATORS = ("tracking", "antithetic")
 
 Predict = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
 

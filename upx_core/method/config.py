@@ -38,6 +38,10 @@ AMP_DTYPES = ("bf16",)  # OptimConfig.amp: one of these, None (float32) or AMP_A
 # The default of `upx explain`: on 48 images x 3 trials it kept phi within 0.16 points and the
 # ratio within 3.1 % of float32's, its trials agreeing better (benchmarks/precision_gate.py).
 AMP_AUTO = "auto"
+# How a query-only run reads the gradient: a running estimate corrected by forward differences
+# (method/tracking.py, P + 1 queries per iteration, the default) or antithetic differences
+# averaged afresh at every step (method/query.py, 2P).
+ESTIMATORS = ("tracking", "antithetic")
 AMP_FLAGS = (AMP_AUTO, *AMP_DTYPES, "fp32")  # upx's --amp; fp32 is amp=None
 
 __all__ = ["MODES", "MaskSetting", "OptimConfig", "settings_grid"]
