@@ -81,8 +81,13 @@ def fair():
 
 def test_the_fair_comparison_read_back(fair):
     maps = fair.maps
-    assert set(maps["method"]) == {"white-box", "query-only", "oracle, same directions",
-                                   "occlusion", "RISE"}  # torch_1000, the stored oracle left out
+    assert set(maps["method"]) == {"white-box", "query-only", "query-only, tracking",
+                                   "oracle, same directions", "occlusion", "RISE"}
+    # torch_1000 and the stored oracle left out; tracking_<budget>_seed<s>: the running gradient
+    tracked = maps[maps["method"] == "query-only, tracking"]
+    assert sorted(set(zip(tracked["budget"], tracked["trial"], strict=True))) == [
+        (b, s) for b in (1000, 4000, 16000) for s in (0, 1, 2)]
+    assert tracked["phi"].notna().all()  # its own rows hold the masks' raw phi
     assert (maps["method"] == "occlusion").sum() == 4
     assert set(maps.loc[maps["method"] == "occlusion", "budget"]) == {28 * 28 + 1}
     rise = maps[maps["method"] == "RISE"]

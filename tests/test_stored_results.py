@@ -760,3 +760,65 @@ def test_the_readme_states_the_fair_comparisons_ski_range():
     abaya = at.loc["abaya"]
     masks = abaya.drop(index=["occlusion", "RISE"], level="method")["phi top 1 %"]
     assert abaya.loc[("occlusion", 785), "phi top 1 %"] > masks.max()
+
+
+def test_the_running_gradient_table_and_goals():
+    """benchmarks/README.md, "A running gradient": the table, the goals as measured, and the
+    README's sentence on it, from chapter 9's fair.json; the CLI's default budget is the
+    smallest measured at which the default estimator's medians reach 0.6 on the tusker and ski."""
+    from upx_core.cli_plan import DEFAULT_QUERIES
+    from upx_core.evaluation.blackbox_run import load_fair_run
+
+    root = Path(__file__).resolve().parents[1]
+    fair = load_fair_run(root / "notebooks" / "results" / "blackbox")
+    at = fair.summary().set_index(["target", "method", "budget"])
+    bench = (root / "benchmarks" / "README.md").read_text()
+    budgets = (1000, 4000, 16000)
+    for target, case in (("African elephant", "tusker"), ("ski", "ski"), ("abaya", "abaya")):
+        for method, name in (("query-only", "antithetic"), ("query-only, tracking", "tracking")):
+            cells = [at.loc[(target, method, b)] for b in budgets]
+            rs = " | ".join(f"{c['r median']:.2f} [{c['r min']:.2f}, {c['r max']:.2f}]"
+                            for c in cells)
+            assert f"| {case} | {fair.ceiling[target]:.2f} | {name} | {rs} |" in bench
+    tracked = "query-only, tracking"
+    smallest = min(b for b in budgets if min(at.loc[(t, tracked, b), "r median"]
+                                             for t in ("African elephant", "ski")) >= 0.6)
+    assert smallest == DEFAULT_QUERIES == 16000
+    share = {t: at.loc[(t, tracked, 4000), "phi white-box area"]
+             / at.loc[(t, "white-box", 0), "phi white-box area"] for t in ("African elephant",
+                                                                          "ski")}
+    assert (round(100 * share["ski"]), round(100 * share["African elephant"])) == (100, 57)
+    assert "100 % on the ski, 57 % on the tusker" in bench
+    assert at.loc[("abaya", "white-box", 0), "phi white-box area"] < 0
+    ski1 = fair.maps[(fair.maps["method"] == tracked) & (fair.maps["target"] == "ski")
+                     & (fair.maps["budget"] == 1000)]["pearson_vs_white"]
+    assert int((ski1 >= 0.6).sum()) == 2
+    readme = (root / "README.md").read_text()
+    ski4, anti4 = at.loc[("ski", tracked, 4000)], at.loc[("ski", "query-only", 4000)]
+    assert (f"(r {ski4['r min']:.2f}-{ski4['r max']:.2f}, median {ski4['r median']:.2f}, where the "
+            f"antithetic masks reached {anti4['r min']:.2f}-{anti4['r max']:.2f})") in readme
+
+
+def test_the_running_gradients_time_per_mask():
+    """benchmarks/README.md: "27.5 and 27.7 s wall (3,802 queries), the antithetic estimator
+    26.2 and 27.7 s (3,602 queries)"; README.md: "about 28 s per mask"."""
+    import json
+
+    folder = (Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+              / "explain-onnx-4000-2026-12-07")
+    wall = {(est, rep): float((folder / f"wall-{est}-{rep}.txt").read_text())
+            for est in ("tracking", "antithetic") for rep in (1, 2)}
+    assert [round(wall[("tracking", r)], 1) for r in (1, 2)] == [27.5, 27.7]
+    assert [round(wall[("antithetic", r)], 1) for r in (1, 2)] == [26.2, 27.7]
+    assert round((wall[("tracking", 1)] + wall[("tracking", 2)]) / 2) == 28
+    for est, queries in (("tracking", 3802), ("antithetic", 3602)):
+        for rep in (1, 2):
+            out = (folder / f"stdout-{est}-{rep}.txt").read_text()
+            assert f"queries      {queries} per mask" in out and f"estimator {est})" in out
+            summary = json.loads((folder / f"result-{est}-{rep}.json").read_text())
+            assert summary["queries"] == queries and summary["estimator"] == est
+    root = Path(__file__).resolve().parents[1]
+    assert "in about 28 s per mask" in (root / "README.md").read_text()
+    bench = " ".join((root / "benchmarks" / "README.md").read_text().split())
+    assert ("27.5 and 27.7 s wall (3,802 queries), the antithetic estimator 26.2 and 27.7 s"
+            in bench)
