@@ -4,9 +4,11 @@ A black-box classifier (an ONNX session, an HTTP endpoint, a model whose weights
 differentiate) answers ``predict(images) -> scores`` and nothing else. The mask M, the loss each
 mode minimizes and the Adam loop are those of :func:`upx_core.method.optimizer.optimize_masks`
 (:mod:`.loop`); only the gradient differs: finite differences of the loss along random
-directions, from ``predict``'s answers (:class:`~upx_core.method.query.FiniteDifferences`, which
-says how). This module turns ``predict`` into the scores the loss reads, and a query budget into
-iterations.
+directions, from ``predict``'s answers, read by one of two estimators (:data:`ESTIMATORS`): a
+running estimate corrected at each step (:class:`~upx_core.method.tracking.TrackedDifferences`,
+the default) or antithetic differences averaged afresh
+(:class:`~upx_core.method.query.FiniteDifferences`); each says how. This module turns
+``predict`` into the scores the loss reads, and a query budget into iterations.
 """
 
 from __future__ import annotations
