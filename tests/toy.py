@@ -27,3 +27,16 @@ class Hindered(nn.Module):
 
     def forward(self, x):
         return self.conv2(self.conv1(x).pow(2)).flatten(1)
+
+
+def noise_image(seed: int = 0) -> torch.Tensor:
+    """A ``[1, 3, SIZE, SIZE]`` uniform-noise image, the same for every test that asks."""
+    return torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def found(result, j: int = 0) -> tuple[float, float]:
+    """(target probability gain, share of the blur 1 - M' in the top-left quadrant) of the
+    first image's mask ``j`` in an UPXResult."""
+    gain = float(result.target_prob_after[0, j] - result.target_prob_before[0, j])
+    und = result.undesirable[0, j, 0]
+    return gain, float(und[:HALF, :HALF].sum() / und.sum().clamp_min(1e-12))
