@@ -16,7 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from test_blackbox import HALF, Hindered, found
+from toy import HALF, Hindered, found
 
 from upx_core import MaskSetting, OptimConfig
 from upx_core.method.blackbox import optimize_masks_blackbox

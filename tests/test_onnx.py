@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_blackbox import SIZE, Hindered
+from toy import SIZE, Hindered
 
 from upx_core import MaskSetting, OptimConfig, load_image, load_model, sample_path
 from upx_core.method.blackbox import optimize_masks_blackbox, torch_predictor
