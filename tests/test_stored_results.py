@@ -788,7 +788,9 @@ def test_the_running_gradient_table_and_goals():
              / at.loc[(t, "white-box", 0), "phi white-box area"] for t in ("African elephant",
                                                                           "ski")}
     assert (round(100 * share["ski"]), round(100 * share["African elephant"])) == (100, 57)
-    assert "100 % on the ski, 57 % on the tusker" in bench
+    assert "100 % on the ski, 57 % on the tusker (95 % at 16,000" in bench
+    assert round(100 * at.loc[("African elephant", tracked, 16000), "phi white-box area"]
+                 / at.loc[("African elephant", "white-box", 0), "phi white-box area"]) == 95
     assert at.loc[("abaya", "white-box", 0), "phi white-box area"] < 0
     ski1 = fair.maps[(fair.maps["method"] == tracked) & (fair.maps["target"] == "ski")
                      & (fair.maps["budget"] == 1000)]["pearson_vs_white"]
