@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from .config import MaskSetting, OptimConfig
-from .equations import blur_for, loss_terms, mask_penalty, perturb, upsample_mask
+from .equations import blur_for, loss_terms, perturb, upsample_mask
 from .fold import fold_batchnorm
 from .loop import Jobs, optimize
-from .query import direction_generators, draw_directions, smooth_basis
+from .query import add_exact_penalty, direction_generators, draw_directions, smooth_basis
 from .result import TERMS
 from .runtime import frozen
 
@@ -50,9 +50,7 @@ class DirectionalDerivatives:
         grad, = torch.autograd.grad((terms["f_term"] + terms["r_factors"]).sum(), mask)
         slope = (u * grad[:, None]).flatten(2).sum(dim=2)  # [n, samples]: u_p . grad L
         estimate = (slope[..., None, None, None] * u).mean(dim=1)
-        mask_penalty(mask, weights["lambda1"], weights["lambda2"], weights["beta"],
-                     config.reduction, config.tv_root).sum().backward()
-        mask.grad.add_(estimate)
+        add_exact_penalty(mask, estimate, weights, config)
         return torch.stack([terms[t] for t in TERMS], dim=1).detach()
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:

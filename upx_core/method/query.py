@@ -29,12 +29,15 @@ from .equations import l1_norm, loss_terms, mask_penalty, perturb, tv_norm, upsa
 from .loop import Jobs
 from .result import TERMS
 
-__all__ = ["NES_SEED_OFFSET", "FiniteDifferences", "direction_generators", "draw_directions",
+__all__ = ["MODEL_TERMS", "NES_SEED_OFFSET", "FiniteDifferences", "QueriedMasks",
+           "add_exact_penalty", "direction_generators", "draw_directions", "record_terms",
            "smooth_basis"]
 
 # Added to a trial's seed for its stream of search directions u_p, so that they are not drawn
 # from the stream of its start M0 nor from gradient.NOISE_SEED_OFFSET's (the PCG multiplier).
 NES_SEED_OFFSET = 0x5851F42D4C957F2D
+# The history's terms that come from the model's answers (the rest are exact at M).
+MODEL_TERMS = ("f_term", "r_factors", "prob")
 
 
 class FiniteDifferences:
@@ -53,12 +56,9 @@ class FiniteDifferences:
                  basis: int | None = None) -> None:
         self.ask, self.jobs, self.config = ask, jobs, config
         self.samples, self.sigma = samples, sigma
-        self.cost = reps = 2 * samples  # queries per mask and iteration
-        # every per-mask tensor repeated for its 2 x samples neighbours, in the order
-        # [mask, sign, sample]
-        self.xr, self.hxr, self.y0r = (t.repeat_interleave(reps, dim=0)
-                                       for t in (jobs.x, jobs.hx, jobs.clean))
-        self.per_query = {key: v.repeat_interleave(reps, dim=0) for key, v in jobs.weights.items()}
+        self.cost = 2 * samples  # queries per mask and iteration
+        # each mask's 2 x samples neighbours, in the order [mask, sign, sample]
+        self.queried = QueriedMasks(ask, jobs, config, self.cost)
         self.gens = direction_generators(jobs.settings)
         self.directions = None if basis is None else smooth_basis(basis, config.mask_size)
 
@@ -69,30 +69,57 @@ class FiniteDifferences:
         with torch.no_grad():
             signed = sigma * torch.stack([u, -u], dim=1)  # [n, 2, samples, 1, m, m]
             pm = (mask.detach()[:, None, None] + signed).clamp_(0.0, 1.0).flatten(0, 2)
-            q = perturb(self.xr, self.hxr, upsample_mask(pm, tuple(self.xr.shape[-2:])))
-            terms = loss_terms(self.ask(q), self.y0r, pm, config=config, **self.per_query)
+            terms = self.queried.terms(pm)
             model_part = (terms["f_term"] + terms["r_factors"]).view(n, 2, samples)
             diff = (model_part[:, 0] - model_part[:, 1]).view(n, samples, 1, 1, 1)
             g = (diff * u).sum(dim=1) / (2 * sigma * samples)
-        r_m = mask_penalty(mask, weights["lambda1"], weights["lambda2"], weights["beta"],
-                           config.reduction, config.tv_root)
-        r_m.sum().backward()
-        mask.grad.add_(g)
-        with torch.no_grad():
-            return _record(terms, mask, r_m, weights["beta"], config, n, self.cost)
+        r_m = add_exact_penalty(mask, g, weights, config)
+        with torch.no_grad():  # no query is spent on M itself: the neighbours' mean
+            at = {t: terms[t].view(n, self.cost).mean(dim=1) for t in MODEL_TERMS}
+            return record_terms(at, mask, r_m, weights["beta"], config)
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         return self.ask(images)
 
 
-def _record(terms, mask, r_m, beta, config, n, reps) -> torch.Tensor:
-    """One iteration's TERMS ``[n, len(TERMS)]``: the model's terms averaged over the queried
-    neighbours (no query is spent on M itself), TV and L1 exact at M."""
-    mean = {t: terms[t].view(n, reps).mean(dim=1) for t in ("f_term", "r_factors", "prob")}
-    mean["tv"] = tv_norm(mask, beta, config.reduction, root=config.tv_root)
-    mean["l1"] = l1_norm(mask, config.reduction)
-    mean["total"] = mean["f_term"] + mean["r_factors"] + r_m
-    return torch.stack([mean[t] for t in TERMS], dim=1)
+class QueriedMasks:
+    """One chunk's per-mask constants repeated for the ``reps`` masks each mask queries per
+    iteration (mask j's at rows j * reps to (j + 1) * reps - 1), and :meth:`terms`, the loss
+    terms of such a batch of masks from ``ask``'s scores of their perturbed images."""
+
+    def __init__(self, ask: Callable[[torch.Tensor], torch.Tensor], jobs: Jobs,
+                 config: OptimConfig, reps: int) -> None:
+        self.ask, self.config = ask, config
+        self.x, self.hx, self.clean = (t.repeat_interleave(reps, dim=0)
+                                       for t in (jobs.x, jobs.hx, jobs.clean))
+        self.weights = {key: v.repeat_interleave(reps, dim=0) for key, v in jobs.weights.items()}
+
+    def terms(self, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """loss_terms of ``masks`` ``[n * reps, 1, m, m]``, one query each (Eq. 1 through ask)."""
+        q = perturb(self.x, self.hx, upsample_mask(masks, tuple(self.x.shape[-2:])))
+        return loss_terms(self.ask(q), self.clean, masks, config=self.config, **self.weights)
+
+
+def add_exact_penalty(mask: torch.Tensor, estimate: torch.Tensor, weights: dict,
+                      config: OptimConfig) -> torch.Tensor:
+    """Put ``estimate`` (the model's part of grad L) plus R_M's exact gradient (autograd on the
+    mask alone) into ``mask.grad``; returns R_M per mask."""
+    r_m = mask_penalty(mask, weights["lambda1"], weights["lambda2"], weights["beta"],
+                       config.reduction, config.tv_root)
+    r_m.sum().backward()
+    mask.grad.add_(estimate)
+    return r_m
+
+
+def record_terms(model: dict[str, torch.Tensor], mask: torch.Tensor, r_m: torch.Tensor,
+                 beta: torch.Tensor, config: OptimConfig) -> torch.Tensor:
+    """One iteration's TERMS ``[n, len(TERMS)]``: the model's :data:`MODEL_TERMS` as the
+    estimator read them (``[n]`` each), TV and L1 exact at M, total their sum with R_M."""
+    at = dict(model)
+    at["tv"] = tv_norm(mask, beta, config.reduction, root=config.tv_root)
+    at["l1"] = l1_norm(mask, config.reduction)
+    at["total"] = at["f_term"] + at["r_factors"] + r_m
+    return torch.stack([at[t] for t in TERMS], dim=1)
 
 
 def direction_generators(jobs: Sequence[MaskSetting]) -> list[torch.Generator]:

@@ -31,10 +31,15 @@ from collections.abc import Callable
 import torch
 
 from .config import OptimConfig
-from .equations import l1_norm, loss_terms, mask_penalty, perturb, tv_norm, upsample_mask
 from .loop import Jobs
-from .query import direction_generators, draw_directions
-from .result import TERMS
+from .query import (
+    MODEL_TERMS,
+    QueriedMasks,
+    add_exact_penalty,
+    direction_generators,
+    draw_directions,
+    record_terms,
+)
 
 __all__ = ["DEFAULT_DECAY", "TrackedDifferences", "coverage"]
 
@@ -58,10 +63,8 @@ class TrackedDifferences:
                  decay: float = DEFAULT_DECAY) -> None:
         self.ask, self.jobs, self.config = ask, jobs, config
         self.samples, self.sigma, self.decay = samples, sigma, decay
-        self.cost = reps = samples + 1  # queries per mask and iteration
-        self.xr, self.hxr, self.y0r = (t.repeat_interleave(reps, dim=0)
-                                       for t in (jobs.x, jobs.hx, jobs.clean))
-        self.per_query = {key: v.repeat_interleave(reps, dim=0) for key, v in jobs.weights.items()}
+        self.cost = samples + 1  # queries per mask and iteration
+        self.queried = QueriedMasks(ask, jobs, config, self.cost)  # [centre, neighbours] per mask
         self.gens = direction_generators(jobs.settings)
         self.estimate: torch.Tensor | None = None  # s, [n, d]
         self.share = 0.0  # c_t
@@ -75,8 +78,7 @@ class TrackedDifferences:
             centre = mask.detach()
             moved = (centre[:, None] + sigma * u).clamp_(0.0, 1.0)
             pm = torch.cat([centre[:, None], moved], dim=1).flatten(0, 1)  # [n (p + 1), 1, m, m]
-            q = perturb(self.xr, self.hxr, upsample_mask(pm, tuple(self.xr.shape[-2:])))
-            terms = loss_terms(self.ask(q), self.y0r, pm, config=config, **self.per_query)
+            terms = self.queried.terms(pm)
             model_part = (terms["f_term"] + terms["r_factors"]).view(n, p + 1).double()
             measured = model_part[:, 1:] - model_part[:, :1]  # a_p, [n, p]
             delta = (moved - centre[:, None]).reshape(n, p, d).double()
@@ -90,16 +92,10 @@ class TrackedDifferences:
             self.estimate = s
             self.share = coverage(self.share, p, d, self.decay)
             g = (s / self.share).float().view(n, 1, m, m)
-        r_m = mask_penalty(mask, weights["lambda1"], weights["lambda2"], weights["beta"],
-                           config.reduction, config.tv_root)
-        r_m.sum().backward()
-        mask.grad.add_(g)
+        r_m = add_exact_penalty(mask, g, weights, config)
         with torch.no_grad():  # the centre query gives the terms at M itself
-            at = {t: terms[t].view(n, p + 1)[:, 0] for t in ("f_term", "r_factors", "prob")}
-            at["tv"] = tv_norm(mask, weights["beta"], config.reduction, root=config.tv_root)
-            at["l1"] = l1_norm(mask, config.reduction)
-            at["total"] = at["f_term"] + at["r_factors"] + r_m
-            return torch.stack([at[t] for t in TERMS], dim=1)
+            at = {t: terms[t].view(n, p + 1)[:, 0] for t in MODEL_TERMS}
+            return record_terms(at, mask, r_m, weights["beta"], config)
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         return self.ask(images)
