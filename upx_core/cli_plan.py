@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import UserInputError
 from .files import OutputDir, check_image_file, check_output_dir
-from .method.config import ESTIMATORS, MODEL_NAMES, MaskSetting, OptimConfig
+from .method.config import DEFAULT_ESTIMATOR, MODEL_NAMES, MaskSetting, OptimConfig
 
 __all__ = ["ExplainPlan", "plan_explain", "check_model_flags", "DEFAULT_QUERIES"]
 
@@ -132,7 +132,7 @@ def plan_explain(args: argparse.Namespace, config: OptimConfig,
         model_file=args.model_file, onnx=args.onnx,
         queries=(DEFAULT_QUERIES if args.queries is None else args.queries) if query_only
         else None,
-        estimator=(args.estimator or ESTIMATORS[0]) if query_only else None,
+        estimator=(args.estimator or DEFAULT_ESTIMATOR) if query_only else None,
         mean=tuple(args.mean) if args.mean else None,
         std=tuple(args.std) if args.std else None,
         input_size=args.input_size, outputs=args.outputs, device=device,

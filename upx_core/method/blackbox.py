@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import AMP_AUTO, ESTIMATORS, MaskSetting, OptimConfig
+from .config import AMP_AUTO, DEFAULT_ESTIMATOR, ESTIMATORS, MaskSetting, OptimConfig
 from .equations import blur_for
 from .fold import fold_batchnorm as _fold
 from .loop import as_settings, check_images, job_targets, optimize, target_list
@@ -130,7 +130,7 @@ def optimize_masks_blackbox(
     progress: bool = True,
     categories: Sequence[str] | None = None,
     keep_images: bool = True,
-    estimator: str = "tracking",
+    estimator: str = DEFAULT_ESTIMATOR,
     decay: float = DEFAULT_DECAY,
 ) -> UPXResult:
     """Optimize one mask per (image, setting) pair from ``predict``'s outputs alone.
@@ -244,13 +244,14 @@ def optimize_masks_blackbox(
     return result
 
 
-def cost_per_iteration(samples: int, estimator: str = "tracking") -> int:
+def cost_per_iteration(samples: int, estimator: str = DEFAULT_ESTIMATOR) -> int:
     """The queries one mask spends per iteration with ``samples`` directions: ``samples + 1``
     (tracking: a shared centre) or ``2 samples`` (antithetic pairs)."""
     return samples + 1 if estimator == "tracking" else 2 * samples
 
 
-def samples_for_budget(queries: int, iterations: int, estimator: str = "tracking") -> int:
+def samples_for_budget(queries: int, iterations: int,
+                       estimator: str = DEFAULT_ESTIMATOR) -> int:
     """The search directions per iteration that spend ``queries`` per mask over ``iterations``
     (the clean and the final query included), at least one: forward differences beside a
     centre query (tracking) or antithetic pairs."""

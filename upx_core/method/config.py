@@ -42,6 +42,7 @@ AMP_AUTO = "auto"
 # (method/tracking.py, P + 1 queries per iteration, the default) or antithetic differences
 # averaged afresh at every step (method/query.py, 2P).
 ESTIMATORS = ("tracking", "antithetic")
+DEFAULT_ESTIMATOR = ESTIMATORS[0]
 AMP_FLAGS = (AMP_AUTO, *AMP_DTYPES, "fp32")  # upx's --amp; fp32 is amp=None
 
 __all__ = ["MODES", "MaskSetting", "OptimConfig", "settings_grid"]
