@@ -202,8 +202,9 @@ def test_intro_verdicts_on_table_2_and_fntc(lite0_runs):
 
 
 def test_intro_row_on_the_open_readings():
-    """The scorecard's row for chapter 10: "none of 38 on sixteen images x two trials; the closest
-    fit to Table 1 is regularizers that do nothing" (chapter 10 checks the rest of its numbers)."""
+    """The scorecard's row for chapter 10: "none of 38 on twenty-four images x two trials; the
+    closest fit to Table 1 is regularizers that do nothing" (chapter 10 checks the rest of its
+    numbers)."""
     import json
 
     from upx_core.book.readings import against_paper, paper_box
@@ -218,10 +219,10 @@ def test_intro_row_on_the_open_readings():
     box = paper_box()
     inside = (table["phi"].between(box["phi_lo"], box["phi_hi"])
               & table["ratio_pct"].between(box["ratio_lo"], box["ratio_hi"]))
-    assert (len(images), meta["seeds"], len(table), int(inside.sum())) == (16, [0, 1], 38, 0)
-    assert set(rows.groupby("seed")["image_index"].nunique()) == {16}
+    assert (len(images), meta["seeds"], len(table), int(inside.sum())) == (24, [0, 1], 38, 0)
+    assert set(rows.groupby("seed")["image_index"].nunique()) == {24}
     intro = (Path(__file__).resolve().parents[1] / "book" / "intro.md").read_text()
-    assert ("| none of 38 on sixteen images x two trials; the closest fit to Table 1 is "
+    assert ("| none of 38 on twenty-four images x two trials; the closest fit to Table 1 is "
             "regularizers that do nothing |") in intro
 
 
