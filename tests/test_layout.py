@@ -1,6 +1,6 @@
 """The module map of upx_core's docstring is the package: every module in it, in the README's
 "Layout" too; each folder's import rule; no private name imported across modules; no module past
-400 lines."""
+400 lines; nothing tracked outside the project's top-level folders."""
 
 from __future__ import annotations
 
@@ -134,3 +134,21 @@ def test_each_package_re_exports_its_public_names(package):
     assert module.__all__, package
     for name in module.__all__:
         assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+TOP_LEVEL = {".ci", ".github", ".gitignore", "Makefile", "README.md", "_config.yml", "_toc.yml",
+             "benchmarks", "book", "environment.yml", "notebooks", "pyproject.toml", "tests",
+             "upx_core"}
+
+
+def test_the_repository_tracks_only_the_projects_folders_and_no_sample_images():
+    # 57a3d86 committed a folder named "--help" (screenshots a tool wrote there); and the
+    # ImageNet samples live in the data directory, never in the repository
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    files = tracked.stdout.splitlines()
+    assert {f.split("/")[0] for f in files} == TOP_LEVEL
+    assert [f for f in files if re.search(r"\.jpe?g$", f, re.IGNORECASE)] == []
