@@ -763,6 +763,24 @@ def test_the_readme_states_the_fair_comparisons_ski_range():
     assert abaya.loc[("occlusion", 785), "phi top 1 %"] > masks.max()
 
 
+def test_the_oracle_on_four_arithmetic_paths():
+    """benchmarks/README.md, the fair comparison's findings: "the ski's r is 0.75 with AVX2 on two
+    threads, 0.11 to 0.12 on the other three (the elephant 0.48 to 0.52 on all four)"."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    assert ("the ski's r is 0.75 with AVX2 on two\n  threads, 0.11 to 0.12 on the other three (the "
+            "elephant 0.48 to 0.52 on all four)") in (root / "benchmarks" / "README.md").read_text()
+    rows = pd.DataFrame(json.loads((root / "notebooks" / "results" / "blackbox"
+                                    / "oracle_paths.json").read_text())["rows"])
+    r = rows.set_index(["target", "path", "threads"])["pearson_vs_white"].round(2)
+    assert len(r.loc["ski"]) == 4 and set(rows["samples"]) == {9}
+    assert r.loc[("ski", "avx2", 2)] == 0.75
+    others = r.loc["ski"].drop(index=[("avx2", 2)])
+    assert (others.min(), others.max()) == (0.11, 0.12)
+    assert (r.loc["African elephant"].min(), r.loc["African elephant"].max()) == (0.48, 0.52)
+
+
 def test_the_running_gradient_table_and_goals():
     """benchmarks/README.md, "A running gradient": the table, the goals as measured, and the
     README's sentence on it, from chapter 9's fair.json; the CLI's default budget is the
