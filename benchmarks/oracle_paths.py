@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-PATHS = {"default": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2"}}
+from arithmetic_paths import path_definitions  # benchmarks/, the script's own folder
+
+PATHS = ("default", "avx2")  # this CPU's own kernels, and AVX2 (the other SIMD on AVX-512)
 
 
 def one(stored: str, queries: int) -> list[dict]:
@@ -69,9 +71,10 @@ def main() -> None:
     from upx_core.files import atomic_write_bytes
 
     start, rows = time.time(), []
-    for path, env in PATHS.items():
+    defs = path_definitions()
+    for path in PATHS:
         for threads in args.threads:
-            child = {**os.environ, **env, "OMP_NUM_THREADS": str(threads)}
+            child = {**os.environ, **defs[path][0], "OMP_NUM_THREADS": str(threads)}
             done = subprocess.run([sys.executable, __file__, "--one", "--stored", args.stored,
                                    "--queries", str(args.queries)], env=child, check=True,
                                   capture_output=True, text=True)
